@@ -1,0 +1,3 @@
+from portcullis.cli.main import main
+
+main()

@@ -1,0 +1,201 @@
+"""``portcullis``: serve the gateway, check its config, read its records."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import sys
+from typing import Any
+
+import click
+
+from portcullis import __version__
+from portcullis.config import Config, load_config
+from portcullis.errors import ConfigError
+from portcullis.store.db import SchemaError, current_revision, head_revision, make_engine, upgrade
+
+
+def _load(path: str) -> Config:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        for p in exc.problems:
+            click.echo(f"error: {p}", err=True)
+        sys.exit(2)
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper()), stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+@click.group()
+@click.version_option(__version__, prog_name="portcullis")
+def cli() -> None:
+    """Portcullis: an identity-aware, MCP-native access gateway."""
+
+
+@cli.command()
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False), help="YAML config file")
+@click.option("--log-level", default="info", type=click.Choice(["debug", "info", "warning", "error"]))
+def serve(config_path: str, log_level: str) -> None:
+    """Run the gateway."""
+    _setup_logging(log_level)
+    config = _load(config_path)
+    if config.auth.mode == "none":
+        logging.getLogger("portcullis").warning(
+            "!!! auth mode 'none': every request is accepted WITHOUT authentication. "
+            "This is for local development on a loopback address only. !!!"
+        )
+    from portcullis.server.app import run
+
+    try:
+        run(config)
+    except SchemaError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(3)
+    except OSError as exc:
+        click.echo(f"error: cannot listen on {config.listen}: {exc.strerror or exc}", err=True)
+        sys.exit(4)
+
+
+@cli.group("config")
+def config_group() -> None:
+    """Work with configuration files."""
+
+
+@config_group.command("check")
+@click.argument("path", type=click.Path(dir_okay=False))
+def config_check(path: str) -> None:
+    """Validate a config file; print each problem as FILE:LINE:COL: KEY: what was expected."""
+    config = _load(path)
+    kinds = ", ".join(f"{n} ({s.kind})" for n, s in config.servers.items()) or "no servers"
+    click.echo(f"{path}: OK: listen {config.listen}, store {config.store.split(':', 1)[0]}, {kinds}")
+
+
+@cli.group("db")
+def db_group() -> None:
+    """Store schema."""
+
+
+@db_group.command("upgrade")
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False))
+def db_upgrade(config_path: str) -> None:
+    """Create or migrate the store's schema to this version."""
+    config = _load(config_path)
+    engine = make_engine(config.store)
+    before = current_revision(engine)
+    upgrade(engine)
+    click.echo(f"schema: {before or '(empty)'} -> {head_revision()}")
+
+
+@cli.group("sessions")
+def sessions_group() -> None:
+    """Recorded sessions."""
+
+
+def _engine(config_path: str | None, store: str | None) -> Any:
+    if store is None:
+        if config_path is None:
+            click.echo("error: give --config FILE or --store URL", err=True)
+            sys.exit(2)
+        store = _load(config_path).store
+    return make_engine(store)
+
+
+def _ts(ns: int | None) -> str:
+    if ns is None:
+        return "-"
+    return dt.datetime.fromtimestamp(ns / 1e9, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + "Z"
+
+
+@sessions_group.command("list")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False))
+@click.option("--store", help="store URL (instead of --config)")
+@click.option("--limit", default=50, show_default=True)
+@click.option("--server")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+def sessions_list(config_path: str | None, store: str | None, limit: int, server: str | None, as_json: bool) -> None:
+    """List recorded sessions, newest first."""
+    from portcullis.store.queries import list_sessions
+
+    rows = list_sessions(_engine(config_path, store), limit, server)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    click.echo(f"{'SESSION':34} {'SERVER':16} {'PROTOCOL':11} {'CLIENT':24} {'STARTED':24} {'RECORDS':>7}  ENDED")
+    for r in rows:
+        client = "-"
+        if r["client_info"]:
+            with_ci = json.loads(r["client_info"])
+            client = f"{with_ci.get('name', '?')} {with_ci.get('version', '')}".strip()
+        click.echo(
+            f"{r['id']:34} {r['server'][:16]:16} {r['protocol_version'] or '-':11} {client[:24]:24} "
+            f"{_ts(r['created_ns']):24} {r['records']:>7}  {r['end_reason'] or '-'}"
+        )
+
+
+ARROWS = {"c2s": "→", "s2c": "←", "gw": "•"}
+
+
+@sessions_group.command("show")
+@click.argument("session_id")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False))
+@click.option("--store", help="store URL (instead of --config)")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+@click.option("--width", default=160, show_default=True, help="truncate payloads to this many characters")
+def sessions_show(session_id: str, config_path: str | None, store: str | None, as_json: bool, width: int) -> None:
+    """Show one session as a timeline."""
+    from portcullis.store.queries import get_session, session_records
+
+    engine = _engine(config_path, store)
+    s = get_session(engine, session_id)
+    recs = session_records(engine, session_id)
+    if s is None and not recs:
+        click.echo(f"error: no session {session_id!r}", err=True)
+        sys.exit(1)
+    if as_json:
+        out = {
+            "session": s,
+            "records": [
+                {**r, "payload": None if r["payload"] is None else json.loads(r["payload"])
+                 if _is_json(r["payload"]) else r["payload"].decode("utf-8", "replace")}
+                for r in recs
+            ],
+        }
+        click.echo(json.dumps(out, indent=2))
+        return
+    if s is not None:
+        click.echo(f"session {s['id']}  server {s['server']}  protocol {s['protocol_version']}  era {s['era']}")
+        if s["client_info"]:
+            click.echo(f"client  {s['client_info']}")
+        click.echo(f"started {_ts(s['created_ns'])}  ended {_ts(s['ended_ns'])} ({s['end_reason'] or 'open'})")
+    for r in recs:
+        lat = f"{r['latency_us'] / 1000:.1f}ms" if r["latency_us"] is not None else ""
+        payload = (r["payload"] or b"").decode("utf-8", "replace")
+        if r["detail"] and r["direction"] == "gw":
+            payload = r["detail"]
+        line = (
+            f"{_ts(r['ts_ns'])} #{r['seq']:<6} {ARROWS.get(r['direction'], '?')} {r['kind']:<14} "
+            f"{r['method'] or '':<28} id={r['msg_id'] or '-':<6} {r['outcome'] or '':<15} {lat:>8}  "
+        )
+        click.echo(line + payload[:width])
+
+
+def _is_json(b: bytes) -> bool:
+    try:
+        json.loads(b)
+    except ValueError:
+        return False
+    return True
+
+
+def main() -> None:
+    cli(prog_name="portcullis")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,146 @@
+"""Typed settings. Every key is documented in docs/configuration.md."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AuthConfig(_Strict):
+    mode: Literal["none"] = Field(description="'none': no authentication (loopback listen addresses only)")
+
+
+class ServerConfig(_Strict):
+    """One upstream MCP server: either ``command`` (stdio child) or ``url`` (Streamable HTTP or legacy SSE)."""
+
+    command: list[str] | None = Field(default=None, min_length=1)
+    env: dict[str, str] = Field(default_factory=dict)
+    env_passthrough: list[str] = Field(default_factory=list)
+    cwd: str | None = None
+    url: str | None = None
+    transport: Literal["streamable-http", "sse", "stdio"] | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    connect_timeout: float = Field(default=10.0, gt=0)
+    call_timeout: float = Field(default=300.0, gt=0)
+    startup_timeout: float = Field(default=60.0, gt=0)
+    restart_backoff_max: float = Field(default=30.0, gt=0)
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> ServerConfig:
+        if (self.command is None) == (self.url is None):
+            raise ValueError("give exactly one of 'command' (a stdio server) or 'url' (an HTTP server)")
+        if self.url is not None and not re.match(r"^https?://", self.url):
+            raise ValueError("'url' must start with http:// or https://")
+        if self.transport == "stdio" and self.command is None:
+            raise ValueError("transport 'stdio' needs 'command'")
+        if self.transport in ("streamable-http", "sse") and self.url is None:
+            raise ValueError(f"transport {self.transport!r} needs 'url'")
+        return self
+
+    @property
+    def kind(self) -> str:
+        if self.command is not None:
+            return "stdio"
+        return self.transport or "streamable-http"
+
+
+class LimitsConfig(_Strict):
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
+    max_sse_event_bytes: int = Field(default=16 * 1024 * 1024, gt=0)
+    max_sessions: int = Field(default=10_000, gt=0)
+    stream_buffer_events: int = Field(default=256, gt=0)
+    session_idle_timeout: float = Field(default=3600.0, gt=0)
+
+
+class RecordingConfig(_Strict):
+    durability: Literal["commit", "async"] = Field(
+        default="commit", description="commit: release a response only after its record is committed"
+    )
+
+
+class Config(_Strict):
+    listen: str = "127.0.0.1:8080"
+    store: str = "sqlite:///./portcullis.db"
+    auth: AuthConfig = AuthConfig(mode="none")
+    servers: dict[Annotated[str, Field(pattern=NAME_RE.pattern)], ServerConfig] = Field(default_factory=dict)
+    limits: LimitsConfig = LimitsConfig()
+    recording: RecordingConfig = RecordingConfig()
+    allowed_origins: list[str] = Field(default_factory=list)
+    allowed_hosts: list[str] = Field(default_factory=list)
+    pipeline: list[str] = Field(default_factory=lambda: ["record"])
+    public_url: str | None = None
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, v: str) -> str:
+        host, port = split_hostport(v)
+        if not 0 <= port <= 65535:
+            raise ValueError("port must be 0..65535")
+        del host
+        return v
+
+    @field_validator("store")
+    @classmethod
+    def _store(cls, v: str) -> str:
+        if not (v.startswith("sqlite:///") or v.startswith("postgresql://") or v.startswith("postgresql+")):
+            raise ValueError("expected sqlite:///PATH or postgresql://USER@HOST/DB")
+        return v
+
+    @field_validator("pipeline")
+    @classmethod
+    def _pipeline(cls, v: list[str]) -> list[str]:
+        known = {"record"}
+        for name in v:
+            if name not in known:
+                raise ValueError(f"unknown stage {name!r}; known stages: {', '.join(sorted(known))}")
+        if "record" not in v:
+            raise ValueError("the 'record' stage cannot be removed: every message is recorded")
+        return v
+
+    def problems(self) -> list[tuple[tuple[str, ...], str]]:
+        """Checks across keys, each with the key path it should be reported at."""
+        out: list[tuple[tuple[str, ...], str]] = []
+        if self.auth.mode == "none" and not is_loopback(self.host):
+            out.append(
+                (("auth", "mode"), f"mode 'none' is accepted only on a loopback listen address, not {self.host!r}")
+            )
+        return out
+
+    @property
+    def host(self) -> str:
+        return split_hostport(self.listen)[0]
+
+    @property
+    def port(self) -> int:
+        return split_hostport(self.listen)[1]
+
+
+def split_hostport(v: str) -> tuple[str, int]:
+    if v.startswith("["):
+        host, _, rest = v[1:].partition("]")
+        port = rest.removeprefix(":")
+    else:
+        host, sep, port = v.rpartition(":")
+        if not sep:
+            raise ValueError("expected HOST:PORT, e.g. 127.0.0.1:8080")
+    if not port.isdigit():
+        raise ValueError("expected HOST:PORT with a numeric port, e.g. 127.0.0.1:8080")
+    return host, int(port)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -1,0 +1,93 @@
+"""The flow: one object per JSON-RPC exchange, carried through every stage.
+
+A flow starts with one message. For a client request it ends with exactly one response, either the upstream's
+or one a stage set (a denial, a failure); never both, never none. Server-initiated messages (notifications and
+server→client requests on a stream) are flows of their own with ``direction = S2C`` and no response.
+"""
+
+from __future__ import annotations
+
+import enum
+import itertools
+import time
+from dataclasses import dataclass, field
+
+from portcullis.wire.jsonrpc import Kind, Message, error_message
+from portcullis.wire.mcp import Era
+
+
+class Direction(enum.Enum):
+    C2S = "c2s"  # client to server
+    S2C = "s2c"  # server to client
+
+
+class Outcome(enum.Enum):
+    OK = "ok"  # forwarded / delivered
+    ERROR = "error"  # the upstream answered with a JSON-RPC error
+    DENIED = "denied"  # a stage answered instead of the upstream
+    FAILED = "failed"  # a stage or the gateway failed; the flow was blocked
+    UPSTREAM_FAILED = "upstream_failed"  # the upstream died, hung, or spoke garbage
+
+
+_ids = itertools.count(1)
+
+
+@dataclass(slots=True)
+class Record:
+    """One row of the session record. Built by the recording stage (no I/O), written by the store."""
+
+    ts_ns: int
+    server: str
+    session_id: str | None
+    direction: str
+    kind: str
+    method: str | None
+    msg_id: str | None
+    flow_id: int
+    payload: bytes | None
+    outcome: str | None = None
+    latency_us: int | None = None
+    detail: str | None = None
+    principal: str | None = None
+
+
+@dataclass(slots=True)
+class Flow:
+    server: str
+    era: Era
+    direction: Direction
+    request: Message
+    session_id: str | None = None
+    protocol_version: str | None = None
+    response: Message | None = None
+    outcome: Outcome | None = None
+    answered_by: str | None = None
+    detail: str | None = None
+    principal: str | None = None
+    id: int = field(default_factory=lambda: next(_ids))
+    started_ns: int = field(default_factory=time.monotonic_ns)
+    responded_ns: int | None = None
+    records: list[Record] = field(default_factory=list)
+
+    @property
+    def method(self) -> str | None:
+        return self.request.method
+
+    @property
+    def is_request(self) -> bool:
+        return self.request.kind is Kind.REQUEST
+
+    def answer(self, response: Message, outcome: Outcome, by: str, detail: str | None = None) -> None:
+        """A stage answers the flow itself (deny, fail). The upstream never sees the request."""
+        self.response = response
+        self.outcome = outcome
+        self.answered_by = by
+        self.detail = detail
+
+    def fail(self, code: int, message: str, by: str, outcome: Outcome = Outcome.FAILED, data: object = None) -> None:
+        self.answer(error_message(self.request.id, code, message, data), outcome, by, message)
+
+    def set_upstream_response(self, response: Message) -> None:
+        self.response = response
+        self.responded_ns = time.monotonic_ns()
+        self.outcome = Outcome.ERROR if response.kind is Kind.ERROR else Outcome.OK

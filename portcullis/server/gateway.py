@@ -1,0 +1,140 @@
+"""The gateway's shared state: config, pipeline, store writer, upstreams and sessions."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+import aiohttp
+from sqlalchemy import Engine
+
+from portcullis.config.model import Config, ServerConfig
+from portcullis.errors import StoreError
+from portcullis.flow import Record
+from portcullis.pipeline import Pipeline, Stage
+from portcullis.pipeline.record import RecordStage, event_record
+from portcullis.server.sessions import GatewaySession, SessionTable
+from portcullis.store.writer import SessionEnd, SessionOpen, StoreWriter
+from portcullis.tasks import spawn
+from portcullis.upstream.http import HttpUpstream
+
+log = logging.getLogger("portcullis.gateway")
+
+STAGES: dict[str, type[Stage]] = {"record": RecordStage}
+
+
+def build_pipeline(names: list[str]) -> Pipeline:
+    return Pipeline([STAGES[n]() for n in names])
+
+
+class Gateway:
+    def __init__(self, config: Config, engine: Engine) -> None:
+        self.config = config
+        self.engine = engine
+        self.pipeline = build_pipeline(config.pipeline)
+        self.writer = StoreWriter(engine)
+        self.sessions = SessionTable(config.limits.max_sessions)
+        self.durable = config.recording.durability == "commit"
+        self.http: aiohttp.ClientSession | None = None
+        self.http_upstreams: dict[str, HttpUpstream] = {}
+        self.stdio_servers: dict[str, ServerConfig] = {}
+        self._reaper: asyncio.Task[None] | None = None
+        self.draining = False
+
+    async def start(self) -> None:
+        self.writer.start(asyncio.get_running_loop())
+        self.http = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=60, enable_cleanup_closed=True),
+            auto_decompress=False,
+            skip_auto_headers=("User-Agent",),
+        )
+        lim = self.config.limits
+        for name, scfg in self.config.servers.items():
+            if scfg.kind == "stdio":
+                self.stdio_servers[name] = scfg
+            else:
+                self.http_upstreams[name] = HttpUpstream(
+                    name, scfg, self.http, lim.max_sse_event_bytes, lim.max_body_bytes * 16
+                )
+        self._reaper = spawn(self._reap_idle(), name="session-reaper")
+
+    async def stop(self) -> None:
+        self.draining = True
+        if self._reaper is not None:
+            self._reaper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reaper
+        for s in self.sessions.all():
+            await self.end_session(s, "gateway shutdown", notify_upstream=False)
+        if self.http is not None:
+            await self.http.close()
+        self.writer.close()
+
+    def known(self, server: str) -> bool:
+        return server in self.http_upstreams or server in self.stdio_servers
+
+    # --- recording -----------------------------------------------------------------------------------------
+
+    async def commit(self, records: list[Record] | list[Record | SessionOpen | SessionEnd]) -> None:
+        """Make records durable before the caller releases what they describe (durability 'commit')."""
+        if not records:
+            return
+        items = list(records)
+        records.clear()
+        if self.durable:
+            await self.writer.write(items)  # raises StoreError
+        else:
+            if not self.writer.healthy:
+                raise StoreError("recording store unavailable")
+            self.writer.submit(items, wait=False)
+
+    def submit(self, records: list[Record]) -> None:
+        if records:
+            items = list(records)
+            records.clear()
+            self.writer.submit(list(items), wait=False)
+
+    def record_event(self, server: str, session_id: str | None, kind: str, detail: str, payload: bytes | None = None) -> None:
+        self.writer.submit([event_record(server, session_id, kind, detail, payload[:65536] if payload else None)], wait=False)
+
+    # --- sessions ------------------------------------------------------------------------------------------
+
+    async def open_session(self, s: GatewaySession, client_info: str | None) -> None:
+        self.sessions.add(s)
+        await self.commit(
+            [
+                SessionOpen(
+                    id=s.id, server=s.server, era=s.era.value, protocol_version=s.protocol_version,
+                    client_info=client_info, principal=None, upstream_session=s.upstream_session,
+                    created_ns=time.time_ns(),
+                ),
+                event_record(s.server, s.id, "session_open", f"protocol {s.protocol_version}"),
+            ]
+        )
+
+    async def end_session(self, s: GatewaySession, reason: str, *, notify_upstream: bool = True) -> None:
+        if self.sessions.pop(s.id) is None:
+            return
+        for buf in s.streams.values():
+            buf.close()
+        if s.stdio is not None:
+            await s.stdio.close()
+        elif notify_upstream and s.upstream_session is not None and s.server in self.http_upstreams:
+            up = self.http_upstreams[s.server]
+            with contextlib.suppress(Exception):
+                reply = await up.send("DELETE", None, {"MCP-Protocol-Version": s.protocol_version or ""}, s.upstream_session)
+                await reply.aclose()
+        if s.established:
+            self.writer.submit(
+                [SessionEnd(s.id, time.time_ns(), reason), event_record(s.server, s.id, "session_close", reason)],
+                wait=False,
+            )
+
+    async def _reap_idle(self) -> None:
+        idle = self.config.limits.session_idle_timeout
+        while True:
+            await asyncio.sleep(min(60.0, idle / 2))
+            for s in self.sessions.idle(idle):
+                await self.end_session(s, "idle timeout")

@@ -1,0 +1,565 @@
+"""The MCP endpoint, ``/mcp/{server}``: Streamable HTTP for both wire eras.
+
+The edge does the I/O; everything it decides about a message it asks the wire layer (checks) and the pipeline
+(stages). Each client message becomes one :class:`Flow`; each message the upstream sends on a stream becomes a
+server flow. A response reaches the client only after its record is durable (durability ``commit``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from portcullis import errors
+from portcullis.errors import ProtocolError, StageError, StoreError, UpstreamError
+from portcullis.flow import Direction, Flow, Outcome
+from portcullis.server.gateway import Gateway
+from portcullis.server.sessions import GatewaySession, StreamBuffer, mint_session_id
+from portcullis.upstream.http import HttpReply
+from portcullis.upstream.stdio import StdioSession
+from portcullis.wire import sse
+from portcullis.wire.jsonrpc import Kind, Message, error_body, error_message, parse_body
+from portcullis.wire.mcp import (
+    BATCH_VERSIONS,
+    SESSION_VERSIONS,
+    STATELESS_VERSIONS,
+    Era,
+    accepts,
+    check_session_version,
+    check_stateless_request,
+    meta_version,
+)
+
+log = logging.getLogger("portcullis.mcp")
+
+JSON = "application/json"
+SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache, no-transform", "X-Accel-Buffering": "no"}
+LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
+MAX_UPSTREAM_RESUMES = 5
+
+
+def json_error(status: int, msg_id: Any, code: int, message: str, data: object = None, **headers: str) -> web.Response:
+    return web.Response(
+        status=status, body=orjson.dumps(error_body(msg_id, code, message, data)), content_type=JSON, headers=headers
+    )
+
+
+class McpEndpoint:
+    def __init__(self, gw: Gateway) -> None:
+        self.gw = gw
+        cfg = gw.config
+        self._max_body = cfg.limits.max_body_bytes
+        self._allowed_origins = frozenset(o.rstrip("/") for o in cfg.allowed_origins)
+        self._allowed_hosts = frozenset(h.lower() for h in cfg.allowed_hosts)
+        self._loopback = cfg.host in LOOPBACK_NAMES or cfg.host.startswith("127.")
+
+    # --- entry -----------------------------------------------------------------------------------------------
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        server = request.match_info["server"]
+        if not self.gw.known(server):
+            return json_error(404, None, errors.INVALID_REQUEST, f"Not Found: no MCP server named {server!r}")
+        if self.gw.draining:
+            return json_error(503, None, errors.UPSTREAM_UNAVAILABLE, "Service Unavailable: the gateway is draining")
+        try:
+            self._check_host_origin(request)
+            if request.method == "POST":
+                return await self._post(request, server)
+            if request.method == "GET":
+                return await self._get(request, server)
+            if request.method == "DELETE":
+                return await self._delete(request, server)
+            raise ProtocolError(405, errors.INVALID_REQUEST, f"Method Not Allowed: {request.method}")
+        except ProtocolError as exc:
+            sid = request.headers.get("Mcp-Session-Id")
+            self.gw.record_event(server, sid, "rejected", f"{exc.http_status}: {exc.message}", _peek_body(request))
+            headers = {"Allow": "GET, POST, DELETE"} if exc.http_status == 405 else {}
+            return json_error(exc.http_status, None, exc.code, exc.message, exc.data, **headers)
+
+    def _check_host_origin(self, request: web.Request) -> None:
+        host = (request.host or "").lower()
+        hostname = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+        if self._allowed_hosts:
+            if host not in self._allowed_hosts and hostname not in self._allowed_hosts:
+                raise ProtocolError(421, errors.INVALID_REQUEST, "Misdirected Request: Host header not allowed")
+        elif self._loopback and hostname not in LOOPBACK_NAMES and not hostname.startswith("127."):
+            raise ProtocolError(421, errors.INVALID_REQUEST, "Misdirected Request: Host header not allowed")
+        origin = request.headers.get("Origin")
+        if origin is None:
+            return
+        if origin.rstrip("/") in self._allowed_origins:
+            return
+        if self._loopback and not self._allowed_origins:
+            o = origin.lower()
+            for name in ("http://localhost", "http://127.0.0.1", "http://[::1]"):
+                if o == name or o.startswith(name + ":"):
+                    return
+        raise ProtocolError(403, errors.INVALID_REQUEST, "Forbidden: Origin not allowed")
+
+    # --- POST ------------------------------------------------------------------------------------------------
+
+    async def _read_body(self, request: web.Request) -> bytes:
+        ctype = request.headers.get("Content-Type", "")
+        if ctype.split(";", 1)[0].strip().lower() != JSON:
+            raise ProtocolError(415, errors.INVALID_REQUEST, "Unsupported Media Type: Content-Type must be application/json")
+        if not accepts(request.headers.get("Accept"), JSON, "text/event-stream"):
+            raise ProtocolError(
+                406, errors.INVALID_REQUEST, "Not Acceptable: Accept must list application/json and text/event-stream"
+            )
+        length = request.content_length
+        if length is not None and length > self._max_body:
+            raise ProtocolError(413, errors.INVALID_REQUEST, f"Payload Too Large: the limit is {self._max_body} bytes")
+        body = await request.content.read(self._max_body + 1)
+        if len(body) > self._max_body:
+            raise ProtocolError(413, errors.INVALID_REQUEST, f"Payload Too Large: the limit is {self._max_body} bytes")
+        request["body"] = body
+        return body
+
+    async def _post(self, request: web.Request, server: str) -> web.StreamResponse:
+        body = await self._read_body(request)
+        parsed = parse_body(body)
+        headers = request.headers
+        sid = headers.get("Mcp-Session-Id")
+        session: GatewaySession | None = None
+        if sid is not None:
+            session = self.gw.sessions.get(sid)
+            if session is None or session.server != server:
+                raise ProtocolError(404, errors.SESSION_NOT_FOUND, "Not Found: unknown or ended session")
+            if isinstance(parsed, list):
+                if session.protocol_version not in BATCH_VERSIONS:
+                    raise ProtocolError(
+                        400,
+                        errors.INVALID_REQUEST,
+                        f"Invalid Request: JSON-RPC batches are not allowed in protocol version {session.protocol_version}",
+                    )
+                raise ProtocolError(400, errors.INVALID_REQUEST, "Invalid Request: this gateway does not relay batches yet")
+            hv = headers.get("MCP-Protocol-Version")
+            check_session_version(hv)
+            if hv is not None and session.protocol_version is not None and hv != session.protocol_version:
+                raise ProtocolError(
+                    400,
+                    errors.INVALID_REQUEST,
+                    f"Bad Request: MCP-Protocol-Version {hv!r} is not this session's version {session.protocol_version!r}",
+                )
+            return await self._relay(request, server, Era.SESSION, parsed, session, session.protocol_version)
+        if isinstance(parsed, list):
+            raise ProtocolError(400, errors.INVALID_REQUEST, "Invalid Request: JSON-RPC batches are not allowed here")
+        msg = parsed
+        if msg.method == "initialize" and msg.kind is Kind.REQUEST:
+            return await self._initialize(request, server, msg)
+        if meta_version(msg) is not None or headers.get("MCP-Protocol-Version") in STATELESS_VERSIONS:
+            version = check_stateless_request(msg, headers)
+            if msg.kind is not Kind.REQUEST and msg.kind is not Kind.NOTIFICATION:
+                raise ProtocolError(400, errors.INVALID_REQUEST, "Invalid Request: clients send no responses in 2026-07-28")
+            if server in self.gw.stdio_servers:
+                raise ProtocolError(
+                    400,
+                    errors.UNSUPPORTED_PROTOCOL_VERSION,
+                    f"Unsupported protocol version: server {server!r} is a session-era stdio server; use initialize",
+                    {"supported": list(SESSION_VERSIONS)},
+                )
+            return await self._relay(request, server, Era.STATELESS, msg, None, version)
+        raise ProtocolError(400, errors.INVALID_REQUEST, "Bad Request: Mcp-Session-Id header is required")
+
+    async def _initialize(self, request: web.Request, server: str, msg: Message) -> web.StreamResponse:
+        if len(self.gw.sessions) >= self.gw.sessions.max_sessions:
+            raise ProtocolError(503, errors.UPSTREAM_UNAVAILABLE, "Service Unavailable: too many sessions")
+        version = msg.params.get("protocolVersion")
+        session = GatewaySession(
+            id=mint_session_id(), server=server, era=Era.SESSION,
+            protocol_version=version if isinstance(version, str) else None,
+            buffer_size=self.gw.config.limits.stream_buffer_events,
+        )
+        if server in self.gw.stdio_servers:
+            stdio = StdioSession(server, self.gw.stdio_servers[server], self.gw.config.limits.max_sse_event_bytes)
+            try:
+                await stdio.start()
+            except UpstreamError as exc:
+                flow = Flow(server, Era.SESSION, Direction.C2S, msg, session_id=session.id)
+                seen = self.gw.pipeline.run_request(flow)
+                return await self._answer_upstream_error(flow, seen, exc)
+            session.stdio = stdio
+        return await self._relay(request, server, Era.SESSION, msg, session, session.protocol_version, new=True)
+
+    # --- relaying one client message ------------------------------------------------------------------------
+
+    async def _relay(
+        self, request: web.Request, server: str, era: Era, msg: Message, session: GatewaySession | None,
+        version: str | None, new: bool = False,
+    ) -> web.StreamResponse:
+        gw = self.gw
+        flow = Flow(server, era, Direction.C2S, msg, session_id=session.id if session else None, protocol_version=version)
+        seen = gw.pipeline.run_request(flow)
+        if flow.response is not None:  # a stage answered: the upstream never sees it
+            if new and session is not None and session.stdio is not None:
+                await session.stdio.close()
+            gw.pipeline.run_response(flow, seen)
+            return await self._json_reply(flow, session, 200 if msg.kind is Kind.REQUEST else 403)
+        try:
+            if gw.writer.healthy:
+                gw.submit(flow.records)
+            else:  # the store failed before: this write is the probe; forward nothing it cannot record
+                await gw.commit(flow.records)
+        except StoreError as exc:
+            return self._store_refusal(flow, exc, session, new)
+        try:
+            reply = await self._send_upstream(request, server, flow, session)
+        except UpstreamError as exc:
+            if new and session is not None and session.stdio is not None:
+                await session.stdio.close()
+            return await self._answer_upstream_error(flow, seen, exc)
+        if new and session is not None and reply.session_id is not None:
+            session.upstream_session = reply.session_id
+        try:
+            if msg.kind is not Kind.REQUEST:
+                await reply.aclose()
+                with contextlib.suppress(StoreError):
+                    await gw.commit(flow.records)
+                if reply.status >= 400 and reply.status != 404:
+                    return json_error(reply.status, None, errors.UPSTREAM_PROTOCOL_ERROR, f"upstream answered HTTP {reply.status}")
+                if reply.status == 404 and session is not None:
+                    await gw.end_session(session, "upstream ended the session", notify_upstream=False)
+                    return json_error(404, None, errors.SESSION_NOT_FOUND, "Not Found: the upstream ended this session")
+                return web.Response(status=202)
+            if reply.status == 404 and session is not None and not new:
+                await reply.aclose()
+                await gw.end_session(session, "upstream ended the session", notify_upstream=False)
+                flow.fail(errors.SESSION_NOT_FOUND, "Not Found: the upstream ended this session", by="upstream",
+                          outcome=Outcome.UPSTREAM_FAILED)
+                gw.pipeline.run_response(flow, seen)
+                return await self._json_reply(flow, None, 404)
+            if reply.streaming:
+                return await self._stream_reply(request, flow, seen, reply, session, new)
+            return await self._single_reply(flow, seen, reply, session, new)
+        except StoreError as exc:
+            with contextlib.suppress(Exception):
+                await reply.aclose()
+            return self._store_refusal(flow, exc, session, new)
+
+    async def _send_upstream(
+        self, request: web.Request, server: str, flow: Flow, session: GatewaySession | None
+    ) -> Any:
+        if session is not None and session.stdio is not None:
+            return await session.stdio.send(flow.request)
+        up = self.gw.http_upstreams[server]
+        return await up.send("POST", flow.request.raw, request.headers, session.upstream_session if session else None)
+
+    async def _answer_upstream_error(self, flow: Flow, seen: int, exc: UpstreamError) -> web.StreamResponse:
+        flow.fail(exc.code, exc.message, by="upstream", outcome=Outcome.UPSTREAM_FAILED)
+        self.gw.pipeline.run_response(flow, seen)
+        if flow.request.kind is not Kind.REQUEST:
+            with contextlib.suppress(StoreError):
+                await self.gw.commit(flow.records)
+            return json_error(502, None, exc.code, exc.message)
+        return await self._json_reply(flow, None, 200)
+
+    def _store_refusal(self, flow: Flow, exc: StoreError, session: GatewaySession | None, new: bool) -> web.Response:
+        log.error("refusing a message: %s", exc)
+        if new and session is not None:
+            self.gw.sessions.pop(session.id)
+            if session.stdio is not None:
+                self.gw.record_event(flow.server, session.id, "session_abort", "store unavailable")
+        return json_error(
+            503, flow.request.id, errors.STORE_UNAVAILABLE,
+            "Service Unavailable: the recording store cannot be written, so the gateway refuses traffic",
+        )
+
+    async def _json_reply(self, flow: Flow, session: GatewaySession | None, status: int) -> web.StreamResponse:
+        assert flow.response is not None
+        try:
+            await self.gw.commit(flow.records)
+        except StoreError as exc:
+            return self._store_refusal(flow, exc, None, False)
+        headers = {"Mcp-Session-Id": session.id} if session is not None else None
+        return web.Response(status=status, body=flow.response.raw, content_type=JSON, headers=headers)
+
+    async def _established(self, flow: Flow, session: GatewaySession | None, new: bool) -> None:
+        """After an initialize result: the session exists from now on."""
+        if not new or session is None or flow.response is None:
+            return
+        if flow.response.kind is Kind.RESULT:
+            result = flow.response.body.get("result")
+            if isinstance(result, dict) and isinstance(result.get("protocolVersion"), str):
+                session.protocol_version = result["protocolVersion"]
+            session.established = True
+            ci = flow.request.params.get("clientInfo")
+            await self.gw.open_session(session, orjson.dumps(ci).decode() if ci is not None else None)
+        elif session.stdio is not None:
+            await session.stdio.close()
+
+    async def _single_reply(
+        self, flow: Flow, seen: int, reply: HttpReply, session: GatewaySession | None, new: bool
+    ) -> web.StreamResponse:
+        gw = self.gw
+        try:
+            msgs = [m async for m in reply]
+        except UpstreamError as exc:
+            return await self._answer_upstream_error(flow, seen, exc)
+        finally:
+            await reply.aclose()
+        final = next((m for m in msgs if m.kind.is_response and m.id == flow.request.id), None)
+        if final is None:
+            return await self._answer_upstream_error(
+                flow, seen,
+                UpstreamError(errors.UPSTREAM_PROTOCOL_ERROR, f"upstream answered HTTP {reply.status} without a response"),
+            )
+        flow.set_upstream_response(final)
+        gw.pipeline.run_response(flow, seen)
+        await self._established(flow, session, new)
+        return await self._json_reply(flow, session if new else None, reply.status if reply.status >= 400 else 200)
+
+    async def _stream_reply(
+        self, request: web.Request, flow: Flow, seen: int, reply: Any, session: GatewaySession | None, new: bool
+    ) -> web.StreamResponse:
+        gw = self.gw
+        buf = session.new_stream() if session is not None else None
+        headers = dict(SSE_HEADERS)
+        if new and session is not None:
+            headers["Mcp-Session-Id"] = session.id
+        resp = web.StreamResponse(status=200, headers=headers)
+        await resp.prepare(request)
+        writer = _ClientWriter(resp, buf)
+        done = False
+        try:
+            async for m in self._follow(reply, flow, session):
+                if m.kind.is_response and m.id == flow.request.id:
+                    flow.set_upstream_response(m)
+                    gw.pipeline.run_response(flow, seen)
+                    await self._established(flow, session, new)
+                    assert flow.response is not None
+                    await gw.commit(flow.records)
+                    await writer.send(flow.response.raw)
+                    done = True
+                    break
+                if not await self._server_message(m, flow, writer, session):
+                    continue
+                if writer.gone and flow.era is Era.STATELESS:
+                    break  # 2026-07-28: a closed response stream cancels the upstream call
+        except UpstreamError as exc:
+            flow.fail(exc.code, exc.message, by="upstream", outcome=Outcome.UPSTREAM_FAILED)
+            gw.pipeline.run_response(flow, seen)
+            await gw.commit(flow.records)
+            assert flow.response is not None
+            await writer.send(flow.response.raw)
+            done = True
+        except StoreError:
+            # fail closed: what cannot be recorded is not released; the client learns why
+            log.error("recording store unavailable: withholding the rest of flow %d", flow.id)
+            await writer.send(
+                error_message(flow.request.id, errors.STORE_UNAVAILABLE,
+                              "Service Unavailable: the recording store cannot be written").raw
+            )
+            done = True
+        finally:
+            await reply.aclose(cancel=not done)
+            if not done:
+                if writer.gone:
+                    gw.record_event(flow.server, flow.session_id, "client_gone", f"client closed the stream of flow {flow.id}")
+                if session is not None and session.stdio is not None:
+                    session.stdio.forget(reply)
+            if buf is not None:
+                buf.close()
+        if not done and not writer.gone:
+            # the upstream ended the stream without answering: the client still gets exactly one response
+            flow.fail(errors.UPSTREAM_PROTOCOL_ERROR, "upstream closed the stream without a response", by="upstream",
+                      outcome=Outcome.UPSTREAM_FAILED)
+            gw.pipeline.run_response(flow, seen)
+            await gw.commit(flow.records)
+            assert flow.response is not None
+            await writer.send(flow.response.raw)
+        with contextlib.suppress(ConnectionError):
+            await resp.write_eof()
+        return resp
+
+    async def _follow(self, reply: Any, flow: Flow, session: GatewaySession | None) -> AsyncIterator[Message]:
+        """The upstream's messages for this flow; an HTTP stream cut before the response is resumed upstream."""
+        async for m in reply:
+            yield m
+        resumes = 0
+        cur = reply
+        while (
+            isinstance(cur, HttpReply) and cur.last_event_id is not None and session is not None
+            and session.upstream_session is not None and resumes < MAX_UPSTREAM_RESUMES
+        ):
+            resumes += 1
+            up = self.gw.http_upstreams[flow.server]
+            nxt = await up.send(
+                "GET", None,
+                {"Accept": "text/event-stream", "Last-Event-ID": cur.last_event_id,
+                 "MCP-Protocol-Version": session.protocol_version or ""},
+                session.upstream_session,
+            )
+            if nxt.status != 200 or not nxt.streaming:
+                await nxt.aclose()
+                return
+            try:
+                async for m in nxt:
+                    yield m
+            finally:
+                await nxt.aclose()
+            cur = nxt
+
+    async def _server_message(
+        self, m: Message, parent: Flow | None, writer: _ClientWriter, session: GatewaySession | None
+    ) -> bool:
+        """Run a server-initiated message through the stages, record it, deliver it. False if it was blocked."""
+        server = parent.server if parent is not None else (session.server if session else "")
+        sflow = Flow(
+            server, parent.era if parent else Era.SESSION, Direction.S2C, m,
+            session_id=session.id if session else (parent.session_id if parent else None),
+        )
+        try:
+            self.gw.pipeline.run_server_message(sflow)
+        except StageError:
+            self.gw.submit(sflow.records)
+            self.gw.record_event(server, sflow.session_id, "blocked", sflow.detail or "a stage failed")
+            return False
+        await self.gw.commit(sflow.records)
+        await writer.send(sflow.request.raw)
+        return True
+
+    # --- GET: the standalone stream, or resumption ----------------------------------------------------------
+
+    async def _get(self, request: web.Request, server: str) -> web.StreamResponse:
+        sid = request.headers.get("Mcp-Session-Id")
+        if sid is None:
+            if request.headers.get("MCP-Protocol-Version") in STATELESS_VERSIONS:
+                raise ProtocolError(405, errors.INVALID_REQUEST, "Method Not Allowed: 2026-07-28 has no GET stream")
+            raise ProtocolError(400, errors.INVALID_REQUEST, "Bad Request: Mcp-Session-Id header is required")
+        session = self.gw.sessions.get(sid)
+        if session is None or session.server != server:
+            raise ProtocolError(404, errors.SESSION_NOT_FOUND, "Not Found: unknown or ended session")
+        if not accepts(request.headers.get("Accept"), "text/event-stream"):
+            raise ProtocolError(406, errors.INVALID_REQUEST, "Not Acceptable: Accept must list text/event-stream")
+        check_session_version(request.headers.get("MCP-Protocol-Version"))
+        last = request.headers.get("Last-Event-ID")
+        if last is not None:
+            resumed = await self._resume(request, session, last)
+            if resumed is not None:
+                return resumed
+        if session.stdio is not None:
+            if session.get_stream_open:
+                raise ProtocolError(409, errors.INVALID_REQUEST, "Conflict: a standalone stream is already open")
+            return await self._listen_stream(request, session, _aiter(session.stdio.listen()), None)
+        up = self.gw.http_upstreams[server]
+        try:
+            reply = await up.send("GET", None, request.headers, session.upstream_session)
+        except UpstreamError as exc:
+            return json_error(502, None, exc.code, exc.message)
+        if reply.status != 200 or not reply.streaming:
+            await reply.aclose()
+            if reply.status == 404:
+                await self.gw.end_session(session, "upstream ended the session", notify_upstream=False)
+                raise ProtocolError(404, errors.SESSION_NOT_FOUND, "Not Found: the upstream ended this session")
+            if reply.status == 405:
+                return web.Response(status=405, headers={"Allow": "POST, DELETE"})
+            return json_error(502, None, errors.UPSTREAM_PROTOCOL_ERROR, f"upstream answered HTTP {reply.status}")
+        return await self._listen_stream(request, session, _aiter(reply), reply)
+
+    async def _listen_stream(
+        self, request: web.Request, session: GatewaySession, messages: AsyncIterator[Message], reply: HttpReply | None
+    ) -> web.StreamResponse:
+        buf = session.new_stream()
+        resp = web.StreamResponse(status=200, headers=SSE_HEADERS)
+        await resp.prepare(request)
+        writer = _ClientWriter(resp, buf)
+        session.get_stream_open = True
+        try:
+            async for m in messages:
+                try:
+                    await self._server_message(m, None, writer, session)
+                except StoreError:
+                    break
+                if writer.gone:
+                    break
+        except UpstreamError as exc:
+            self.gw.record_event(session.server, session.id, "upstream_error", exc.message)
+        finally:
+            session.get_stream_open = False
+            buf.close()
+            if reply is not None:
+                await reply.aclose(cancel=True)
+        with contextlib.suppress(ConnectionError):
+            await resp.write_eof()
+        return resp
+
+    async def _resume(self, request: web.Request, session: GatewaySession, last: str) -> web.StreamResponse | None:
+        stream_no, _, n = last.partition(".")
+        if not (stream_no.isdigit() and n.isdigit()):
+            return None
+        buf = session.streams.get(int(stream_no))
+        if buf is None or int(n) < buf.oldest() - 1:
+            return None
+        resp = web.StreamResponse(status=200, headers=SSE_HEADERS)
+        await resp.prepare(request)
+        pos = int(n)
+        idle = self.gw.config.limits.session_idle_timeout
+        try:
+            while True:
+                for i, frame in buf.after(pos):
+                    await resp.write(frame)
+                    pos = i
+                if buf.closed and not buf.after(pos):
+                    break
+                await buf.wait(idle)
+                if not buf.after(pos) and not buf.closed:
+                    break
+        except ConnectionError:
+            return resp
+        with contextlib.suppress(ConnectionError):
+            await resp.write_eof()
+        return resp
+
+    # --- DELETE ----------------------------------------------------------------------------------------------
+
+    async def _delete(self, request: web.Request, server: str) -> web.StreamResponse:
+        sid = request.headers.get("Mcp-Session-Id")
+        if sid is None:
+            if request.headers.get("MCP-Protocol-Version") in STATELESS_VERSIONS:
+                raise ProtocolError(405, errors.INVALID_REQUEST, "Method Not Allowed: 2026-07-28 has no sessions")
+            raise ProtocolError(400, errors.INVALID_REQUEST, "Bad Request: Mcp-Session-Id header is required")
+        session = self.gw.sessions.get(sid)
+        if session is None or session.server != server:
+            raise ProtocolError(404, errors.SESSION_NOT_FOUND, "Not Found: unknown or ended session")
+        await self.gw.end_session(session, "client ended the session")
+        return web.Response(status=200)
+
+
+class _ClientWriter:
+    """Writes SSE frames to the client and remembers them for resumption; notices a client that went away."""
+
+    __slots__ = ("_buf", "_resp", "gone")
+
+    def __init__(self, resp: web.StreamResponse, buf: StreamBuffer | None) -> None:
+        self._resp = resp
+        self._buf = buf
+        self.gone = False
+
+    async def send(self, data: bytes) -> None:
+        buf = self._buf
+        frame = sse.encode(data, buf.next_id() if buf is not None else None)
+        if buf is not None:
+            buf.append(frame)
+        if self.gone:
+            return
+        try:
+            await self._resp.write(frame)
+        except (ConnectionError, RuntimeError):
+            self.gone = True
+
+
+async def _aiter(it: Any) -> AsyncIterator[Message]:
+    async for m in it:
+        yield m
+
+
+def _peek_body(request: web.Request) -> bytes | None:
+    body = request.get("body")
+    return body if isinstance(body, bytes) else None
+

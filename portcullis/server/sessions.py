@@ -1,0 +1,121 @@
+"""Gateway sessions (session era): minted ids mapped to the upstream's, and resumable SSE stream buffers."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+from portcullis.upstream.stdio import StdioSession
+from portcullis.wire.mcp import Era
+
+
+class StreamBuffer:
+    """The last ``size`` events of one SSE stream, so that a client can resume with Last-Event-ID.
+
+    Event ids are ``<stream>.<n>``. A stream that is still being fed can be followed after the replay.
+    """
+
+    __slots__ = ("_events", "_waiters", "closed", "next_n", "stream_no")
+
+    def __init__(self, stream_no: int, size: int) -> None:
+        self.stream_no = stream_no
+        self._events: deque[tuple[int, bytes]] = deque(maxlen=size)
+        self._waiters: list[asyncio.Future[None]] = []
+        self.next_n = 1
+        self.closed = False
+
+    def next_id(self) -> str:
+        return f"{self.stream_no}.{self.next_n}"
+
+    def append(self, frame: bytes) -> None:
+        self._events.append((self.next_n, frame))
+        self.next_n += 1
+        self._wake()
+
+    def close(self) -> None:
+        self.closed = True
+        self._wake()
+
+    def _wake(self) -> None:
+        waiters, self._waiters = self._waiters, []
+        for w in waiters:
+            if not w.done():
+                w.set_result(None)
+
+    def after(self, n: int) -> list[tuple[int, bytes]]:
+        return [(i, f) for i, f in self._events if i > n]
+
+    def oldest(self) -> int:
+        return self._events[0][0] if self._events else self.next_n
+
+    async def wait(self, timeout: float) -> None:
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(fut)
+        try:
+            await asyncio.wait_for(fut, timeout)
+        except asyncio.TimeoutError:
+            pass
+
+
+@dataclass(slots=True, eq=False)
+class GatewaySession:
+    id: str
+    server: str
+    era: Era
+    protocol_version: str | None = None
+    upstream_session: str | None = None
+    stdio: StdioSession | None = None
+    created: float = field(default_factory=time.monotonic)
+    last_seen: float = field(default_factory=time.monotonic)
+    streams: dict[int, StreamBuffer] = field(default_factory=dict)
+    stream_seq: int = 0
+    established: bool = False
+    get_stream_open: bool = False
+    buffer_size: int = 256
+
+    def new_stream(self) -> StreamBuffer:
+        self.stream_seq += 1
+        buf = StreamBuffer(self.stream_seq, self.buffer_size)
+        self.streams[self.stream_seq] = buf
+        # keep the number of remembered streams bounded
+        while len(self.streams) > 64:
+            oldest = next(iter(self.streams))
+            if not self.streams[oldest].closed:
+                break
+            del self.streams[oldest]
+        return buf
+
+
+def mint_session_id() -> str:
+    return secrets.token_urlsafe(24)
+
+
+class SessionTable:
+    def __init__(self, max_sessions: int) -> None:
+        self._by_id: dict[str, GatewaySession] = {}
+        self.max_sessions = max_sessions
+
+    def get(self, sid: str) -> GatewaySession | None:
+        s = self._by_id.get(sid)
+        if s is not None:
+            s.last_seen = time.monotonic()
+        return s
+
+    def add(self, s: GatewaySession) -> None:
+        self._by_id[s.id] = s
+
+    def pop(self, sid: str) -> GatewaySession | None:
+        return self._by_id.pop(sid, None)
+
+    def __len__(self) -> int:
+        return len(self._by_id)
+
+    def all(self) -> list[GatewaySession]:
+        return list(self._by_id.values())
+
+    def idle(self, older_than: float) -> list[GatewaySession]:
+        cutoff = time.monotonic() - older_than
+        return [s for s in self._by_id.values() if s.last_seen < cutoff]

@@ -1,0 +1,1 @@
+"""Durable store: SQLAlchemy Core schema, alembic migrations, a group-commit writer, and queries."""

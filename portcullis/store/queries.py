@@ -1,0 +1,45 @@
+"""Read-side queries for the CLI (and later the admin API)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Engine, func, select
+
+from portcullis.store.schema import records, sessions
+
+
+def list_sessions(engine: Engine, limit: int = 50, server: str | None = None) -> list[dict[str, Any]]:
+    counts = (
+        select(records.c.session_id, func.count().label("n"))
+        .where(records.c.session_id.is_not(None))
+        .group_by(records.c.session_id)
+        .subquery()
+    )
+    q = (
+        select(sessions, func.coalesce(counts.c.n, 0).label("records"))
+        .select_from(sessions.outerjoin(counts, counts.c.session_id == sessions.c.id))
+        .order_by(sessions.c.created_ns.desc())
+        .limit(limit)
+    )
+    if server is not None:
+        q = q.where(sessions.c.server == server)
+    with engine.connect() as conn:
+        return [dict(r._mapping) for r in conn.execute(q)]
+
+
+def get_session(engine: Engine, session_id: str) -> dict[str, Any] | None:
+    with engine.connect() as conn:
+        row = conn.execute(select(sessions).where(sessions.c.id == session_id)).first()
+        return dict(row._mapping) if row is not None else None
+
+
+def session_records(engine: Engine, session_id: str) -> list[dict[str, Any]]:
+    q = select(records).where(records.c.session_id == session_id).order_by(records.c.seq)
+    with engine.connect() as conn:
+        return [dict(r._mapping) for r in conn.execute(q)]
+
+
+def all_records(engine: Engine) -> list[dict[str, Any]]:
+    with engine.connect() as conn:
+        return [dict(r._mapping) for r in conn.execute(select(records).order_by(records.c.seq))]

@@ -1,0 +1,49 @@
+"""The schema, portable across SQLite and PostgreSQL. Changes go through an alembic migration."""
+
+from __future__ import annotations
+
+from sqlalchemy import BigInteger, Column, Index, Integer, LargeBinary, MetaData, String, Table, Text
+from sqlalchemy.dialects import postgresql, sqlite
+
+metadata = MetaData()
+
+# BIGINT that is still SQLite's rowid alias (INTEGER PRIMARY KEY) on SQLite
+BigId = BigInteger().with_variant(sqlite.INTEGER(), "sqlite").with_variant(postgresql.BIGINT(), "postgresql")
+
+sessions = Table(
+    "sessions",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("server", String(200), nullable=False),
+    Column("era", String(16), nullable=False),
+    Column("protocol_version", String(32)),
+    Column("client_info", Text),
+    Column("principal", String(400)),
+    Column("upstream_session", String(400)),
+    Column("created_ns", BigInteger, nullable=False),
+    Column("ended_ns", BigInteger),
+    Column("end_reason", String(200)),
+)
+
+records = Table(
+    "records",
+    metadata,
+    Column("seq", BigId, primary_key=True, autoincrement=True),
+    Column("ts_ns", BigInteger, nullable=False),
+    Column("server", String(200), nullable=False),
+    Column("session_id", String(64)),
+    Column("direction", String(8), nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("method", String(200)),
+    Column("msg_id", String(200)),
+    Column("flow_id", BigInteger, nullable=False),
+    Column("outcome", String(32)),
+    Column("latency_us", Integer),
+    Column("detail", Text),
+    Column("principal", String(400)),
+    Column("payload", LargeBinary),
+)
+
+Index("ix_records_session_seq", records.c.session_id, records.c.seq)
+Index("ix_records_ts", records.c.ts_ns)
+Index("ix_sessions_created", sessions.c.created_ns)

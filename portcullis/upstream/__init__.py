@@ -1,0 +1,1 @@
+"""Upstream transports: Streamable HTTP (either era), stdio child processes."""

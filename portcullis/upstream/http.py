@@ -1,0 +1,123 @@
+"""Streamable HTTP upstream (session era and 2026-07-28), on one shared aiohttp client session."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Mapping
+
+import aiohttp
+
+from portcullis import errors
+from portcullis.config.model import ServerConfig
+from portcullis.wire import sse
+from portcullis.wire.jsonrpc import Message, parse_one
+
+# headers a client may send that the upstream needs; never Authorization or Cookie (the client's credentials stay
+# with the gateway)
+FORWARD_REQUEST_HEADERS = ("Accept", "Content-Type", "MCP-Protocol-Version", "Mcp-Method", "Mcp-Name", "Last-Event-ID")
+
+
+def forward_headers(src: Mapping[str, str], extra: Mapping[str, str]) -> dict[str, str]:
+    out = {h: v for h in FORWARD_REQUEST_HEADERS if (v := src.get(h)) is not None}
+    for k, v in src.items():
+        if k[:10].lower() == "mcp-param-":
+            out[k] = v
+    out.update(extra)
+    return out
+
+
+class HttpReply:
+    __slots__ = ("_max_event", "_max_json", "_resp", "session_id", "status", "streaming", "last_event_id")
+
+    def __init__(self, resp: aiohttp.ClientResponse, max_event: int, max_json: int) -> None:
+        self._resp = resp
+        self._max_event = max_event
+        self._max_json = max_json
+        self.status = resp.status
+        ctype = resp.headers.get("Content-Type", "")
+        self.streaming = ctype.startswith("text/event-stream")
+        self.session_id = resp.headers.get("Mcp-Session-Id")
+        self.last_event_id: str | None = None
+
+    @property
+    def content_type(self) -> str:
+        return self._resp.headers.get("Content-Type", "")
+
+    async def body(self) -> bytes:
+        """The whole body of a non-streaming reply (bounded)."""
+        length = self._resp.content_length
+        if length is not None and length > self._max_json:
+            raise errors.UpstreamError(errors.UPSTREAM_PROTOCOL_ERROR, "upstream response larger than the limit")
+        data = await self._resp.content.read(self._max_json + 1)
+        if len(data) > self._max_json:
+            raise errors.UpstreamError(errors.UPSTREAM_PROTOCOL_ERROR, "upstream response larger than the limit")
+        return data
+
+    async def __aiter__(self) -> AsyncIterator[Message]:
+        if not self.streaming:
+            if self.status == 202:
+                return
+            raw = await self.body()
+            if not raw:
+                return
+            yield _parse_upstream(raw)
+            return
+        parser = sse.SSEParser(self._max_event)
+        try:
+            async for chunk in self._resp.content.iter_any():
+                for ev in parser.feed(chunk):
+                    if ev.id is not None:
+                        self.last_event_id = ev.id
+                    if not ev.data or (ev.event not in (None, "message")):
+                        continue
+                    yield _parse_upstream(ev.data)
+        except sse.SSEParseError as exc:
+            raise errors.UpstreamError(errors.UPSTREAM_PROTOCOL_ERROR, f"upstream SSE stream invalid: {exc}") from exc
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            raise errors.UpstreamError(
+                errors.UPSTREAM_UNAVAILABLE, f"upstream stream broke: {type(exc).__name__}"
+            ) from exc
+
+    async def aclose(self, cancel: bool = False) -> None:
+        """Release the upstream response; ``cancel`` drops the connection (2026-07-28: that cancels the call)."""
+        if cancel:
+            self._resp.close()
+        else:
+            self._resp.release()
+
+
+def _parse_upstream(raw: bytes) -> Message:
+    try:
+        return parse_one(raw)
+    except errors.ProtocolError as exc:
+        raise errors.UpstreamError(errors.UPSTREAM_PROTOCOL_ERROR, f"upstream sent an invalid message: {exc.message}") from exc
+
+
+class HttpUpstream:
+    kind = "streamable-http"
+
+    def __init__(self, name: str, cfg: ServerConfig, http: aiohttp.ClientSession, max_event: int, max_json: int) -> None:
+        assert cfg.url is not None
+        self.name = name
+        self.url = cfg.url
+        self.cfg = cfg
+        self._http = http
+        self._max_event = max_event
+        self._max_json = max_json
+        self._timeout = aiohttp.ClientTimeout(total=None, connect=cfg.connect_timeout, sock_read=cfg.call_timeout)
+
+    async def send(
+        self, method: str, body: bytes | None, headers: Mapping[str, str], upstream_session: str | None
+    ) -> HttpReply:
+        h = forward_headers(headers, self.cfg.headers)
+        if upstream_session is not None:
+            h["Mcp-Session-Id"] = upstream_session
+        try:
+            resp = await self._http.request(method, self.url, data=body, headers=h, timeout=self._timeout)
+        except asyncio.TimeoutError as exc:
+            raise errors.UpstreamError(errors.UPSTREAM_TIMEOUT, f"upstream {self.name!r} did not answer in time") from exc
+        except aiohttp.ClientError as exc:
+            raise errors.UpstreamError(
+                errors.UPSTREAM_UNAVAILABLE, f"upstream {self.name!r} is unreachable ({type(exc).__name__})"
+            ) from exc
+        return HttpReply(resp, self._max_event, self._max_json)

@@ -1,0 +1,1 @@
+"""Sans-I/O wire layer: JSON-RPC envelopes, MCP version rules, SSE frames."""
