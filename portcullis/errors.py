@@ -51,12 +51,15 @@ class ConfigError(PortcullisError):
 class ProtocolError(PortcullisError):
     """A client message breaks the protocol. Answered with ``http_status`` and a JSON-RPC error."""
 
-    def __init__(self, http_status: int, code: int, message: str, data: object | None = None) -> None:
+    def __init__(
+        self, http_status: int, code: int, message: str, data: object | None = None, msg_id: str | int | None = None
+    ) -> None:
         super().__init__(message)
         self.http_status = http_status
         self.code = code
         self.message = message
         self.data = data
+        self.msg_id = msg_id
 
 
 class UpstreamError(PortcullisError):

@@ -27,7 +27,8 @@ def _load(path: str) -> Config:
 
 def _setup_logging(level: str) -> None:
     logging.basicConfig(
-        level=getattr(logging, level.upper()), stream=sys.stderr,
+        level=getattr(logging, level.upper()),
+        stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
 
@@ -109,7 +110,7 @@ def _engine(config_path: str | None, store: str | None) -> Any:
 def _ts(ns: int | None) -> str:
     if ns is None:
         return "-"
-    return dt.datetime.fromtimestamp(ns / 1e9, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + "Z"
+    return dt.datetime.fromtimestamp(ns / 1e9, dt.UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + "Z"
 
 
 @sessions_group.command("list")
@@ -161,8 +162,14 @@ def sessions_show(session_id: str, config_path: str | None, store: str | None, a
         out = {
             "session": s,
             "records": [
-                {**r, "payload": None if r["payload"] is None else json.loads(r["payload"])
-                 if _is_json(r["payload"]) else r["payload"].decode("utf-8", "replace")}
+                {
+                    **r,
+                    "payload": None
+                    if r["payload"] is None
+                    else json.loads(r["payload"])
+                    if _is_json(r["payload"])
+                    else r["payload"].decode("utf-8", "replace"),
+                }
                 for r in recs
             ],
         }

@@ -56,8 +56,13 @@ class RecordStage(Stage):
 
 
 def event_record(
-    server: str, session_id: str | None, kind: str, detail: str | None = None, payload: bytes | None = None,
-    outcome: str | None = None, principal: str | None = None,
+    server: str,
+    session_id: str | None,
+    kind: str,
+    detail: str | None = None,
+    payload: bytes | None = None,
+    outcome: str | None = None,
+    principal: str | None = None,
 ) -> Record:
     """A record that is not a message: session open/close, a rejection before any flow existed, an upstream fault."""
     return Record(

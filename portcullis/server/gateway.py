@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from typing import Any
 
 import aiohttp
 from sqlalchemy import Engine
@@ -42,6 +43,7 @@ class Gateway:
         self.stdio_servers: dict[str, ServerConfig] = {}
         self._reaper: asyncio.Task[None] | None = None
         self.draining = False
+        self._background: set[asyncio.Task[Any]] = set()
 
     async def start(self) -> None:
         self.writer.start(asyncio.get_running_loop())
@@ -66,11 +68,22 @@ class Gateway:
             self._reaper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reaper
+        for t in list(self._background):
+            t.cancel()
+        for t in list(self._background):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
         for s in self.sessions.all():
             await self.end_session(s, "gateway shutdown", notify_upstream=False)
         if self.http is not None:
             await self.http.close()
         self.writer.close()
+
+    def background(self, coro: Any, name: str) -> None:
+        """Work that outlives the request that started it (kept and cancelled at shutdown)."""
+        task = spawn(coro, name=name)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     def known(self, server: str) -> bool:
         return server in self.http_upstreams or server in self.stdio_servers
@@ -96,8 +109,12 @@ class Gateway:
             records.clear()
             self.writer.submit(list(items), wait=False)
 
-    def record_event(self, server: str, session_id: str | None, kind: str, detail: str, payload: bytes | None = None) -> None:
-        self.writer.submit([event_record(server, session_id, kind, detail, payload[:65536] if payload else None)], wait=False)
+    def record_event(
+        self, server: str, session_id: str | None, kind: str, detail: str, payload: bytes | None = None
+    ) -> None:
+        self.writer.submit(
+            [event_record(server, session_id, kind, detail, payload[:65536] if payload else None)], wait=False
+        )
 
     # --- sessions ------------------------------------------------------------------------------------------
 
@@ -106,8 +123,13 @@ class Gateway:
         await self.commit(
             [
                 SessionOpen(
-                    id=s.id, server=s.server, era=s.era.value, protocol_version=s.protocol_version,
-                    client_info=client_info, principal=None, upstream_session=s.upstream_session,
+                    id=s.id,
+                    server=s.server,
+                    era=s.era.value,
+                    protocol_version=s.protocol_version,
+                    client_info=client_info,
+                    principal=None,
+                    upstream_session=s.upstream_session,
                     created_ns=time.time_ns(),
                 ),
                 event_record(s.server, s.id, "session_open", f"protocol {s.protocol_version}"),
@@ -124,7 +146,9 @@ class Gateway:
         elif notify_upstream and s.upstream_session is not None and s.server in self.http_upstreams:
             up = self.http_upstreams[s.server]
             with contextlib.suppress(Exception):
-                reply = await up.send("DELETE", None, {"MCP-Protocol-Version": s.protocol_version or ""}, s.upstream_session)
+                reply = await up.send(
+                    "DELETE", None, {"MCP-Protocol-Version": s.protocol_version or ""}, s.upstream_session
+                )
                 await reply.aclose()
         if s.established:
             self.writer.submit(

@@ -21,7 +21,7 @@ from portcullis.errors import ProtocolError, StageError, StoreError, UpstreamErr
 from portcullis.flow import Direction, Flow, Outcome
 from portcullis.server.gateway import Gateway
 from portcullis.server.sessions import GatewaySession, StreamBuffer, mint_session_id
-from portcullis.upstream.http import HttpReply
+from portcullis.upstream.http import HttpReply, Priming
 from portcullis.upstream.stdio import StdioSession
 from portcullis.wire import sse
 from portcullis.wire.jsonrpc import Kind, Message, error_body, error_message, parse_body
@@ -33,13 +33,18 @@ from portcullis.wire.mcp import (
     accepts,
     check_session_version,
     check_stateless_request,
+    duplicated_routing_header,
     meta_version,
 )
 
 log = logging.getLogger("portcullis.mcp")
 
 JSON = "application/json"
-SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache, no-transform", "X-Accel-Buffering": "no"}
+SSE_HEADERS = {
+    "Content-Type": "text/event-stream",
+    "Cache-Control": "no-cache, no-transform",
+    "X-Accel-Buffering": "no",
+}
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
 MAX_UPSTREAM_RESUMES = 5
 
@@ -80,7 +85,7 @@ class McpEndpoint:
             sid = request.headers.get("Mcp-Session-Id")
             self.gw.record_event(server, sid, "rejected", f"{exc.http_status}: {exc.message}", _peek_body(request))
             headers = {"Allow": "GET, POST, DELETE"} if exc.http_status == 405 else {}
-            return json_error(exc.http_status, None, exc.code, exc.message, exc.data, **headers)
+            return json_error(exc.http_status, exc.msg_id, exc.code, exc.message, exc.data, **headers)
 
     def _check_host_origin(self, request: web.Request) -> None:
         host = (request.host or "").lower()
@@ -107,7 +112,9 @@ class McpEndpoint:
     async def _read_body(self, request: web.Request) -> bytes:
         ctype = request.headers.get("Content-Type", "")
         if ctype.split(";", 1)[0].strip().lower() != JSON:
-            raise ProtocolError(415, errors.INVALID_REQUEST, "Unsupported Media Type: Content-Type must be application/json")
+            raise ProtocolError(
+                415, errors.INVALID_REQUEST, "Unsupported Media Type: Content-Type must be application/json"
+            )
         if not accepts(request.headers.get("Accept"), JSON, "text/event-stream"):
             raise ProtocolError(
                 406, errors.INVALID_REQUEST, "Not Acceptable: Accept must list application/json and text/event-stream"
@@ -136,16 +143,18 @@ class McpEndpoint:
                     raise ProtocolError(
                         400,
                         errors.INVALID_REQUEST,
-                        f"Invalid Request: JSON-RPC batches are not allowed in protocol version {session.protocol_version}",
+                        f"Invalid Request: batches are not allowed in protocol version {session.protocol_version}",
                     )
-                raise ProtocolError(400, errors.INVALID_REQUEST, "Invalid Request: this gateway does not relay batches yet")
+                raise ProtocolError(
+                    400, errors.INVALID_REQUEST, "Invalid Request: this gateway does not relay batches yet"
+                )
             hv = headers.get("MCP-Protocol-Version")
             check_session_version(hv)
             if hv is not None and session.protocol_version is not None and hv != session.protocol_version:
                 raise ProtocolError(
                     400,
                     errors.INVALID_REQUEST,
-                    f"Bad Request: MCP-Protocol-Version {hv!r} is not this session's version {session.protocol_version!r}",
+                    f"Bad Request: MCP-Protocol-Version {hv!r} is not the session version {session.protocol_version!r}",
                 )
             return await self._relay(request, server, Era.SESSION, parsed, session, session.protocol_version)
         if isinstance(parsed, list):
@@ -154,9 +163,14 @@ class McpEndpoint:
         if msg.method == "initialize" and msg.kind is Kind.REQUEST:
             return await self._initialize(request, server, msg)
         if meta_version(msg) is not None or headers.get("MCP-Protocol-Version") in STATELESS_VERSIONS:
-            version = check_stateless_request(msg, headers)
-            if msg.kind is not Kind.REQUEST and msg.kind is not Kind.NOTIFICATION:
-                raise ProtocolError(400, errors.INVALID_REQUEST, "Invalid Request: clients send no responses in 2026-07-28")
+            if msg.kind is Kind.REQUEST:
+                version = check_stateless_request(msg, headers, duplicated_routing_header(headers))
+            elif msg.kind is Kind.NOTIFICATION:
+                version = meta_version(msg) or headers.get("MCP-Protocol-Version") or STATELESS_VERSIONS[-1]
+            else:
+                raise ProtocolError(
+                    400, errors.INVALID_REQUEST, "Invalid Request: clients send no responses in 2026-07-28"
+                )
             if server in self.gw.stdio_servers:
                 raise ProtocolError(
                     400,
@@ -172,7 +186,9 @@ class McpEndpoint:
             raise ProtocolError(503, errors.UPSTREAM_UNAVAILABLE, "Service Unavailable: too many sessions")
         version = msg.params.get("protocolVersion")
         session = GatewaySession(
-            id=mint_session_id(), server=server, era=Era.SESSION,
+            id=mint_session_id(),
+            server=server,
+            era=Era.SESSION,
             protocol_version=version if isinstance(version, str) else None,
             buffer_size=self.gw.config.limits.stream_buffer_events,
         )
@@ -190,11 +206,19 @@ class McpEndpoint:
     # --- relaying one client message ------------------------------------------------------------------------
 
     async def _relay(
-        self, request: web.Request, server: str, era: Era, msg: Message, session: GatewaySession | None,
-        version: str | None, new: bool = False,
+        self,
+        request: web.Request,
+        server: str,
+        era: Era,
+        msg: Message,
+        session: GatewaySession | None,
+        version: str | None,
+        new: bool = False,
     ) -> web.StreamResponse:
         gw = self.gw
-        flow = Flow(server, era, Direction.C2S, msg, session_id=session.id if session else None, protocol_version=version)
+        flow = Flow(
+            server, era, Direction.C2S, msg, session_id=session.id if session else None, protocol_version=version
+        )
         seen = gw.pipeline.run_request(flow)
         if flow.response is not None:  # a stage answered: the upstream never sees it
             if new and session is not None and session.stdio is not None:
@@ -222,7 +246,9 @@ class McpEndpoint:
                 with contextlib.suppress(StoreError):
                     await gw.commit(flow.records)
                 if reply.status >= 400 and reply.status != 404:
-                    return json_error(reply.status, None, errors.UPSTREAM_PROTOCOL_ERROR, f"upstream answered HTTP {reply.status}")
+                    return json_error(
+                        reply.status, None, errors.UPSTREAM_PROTOCOL_ERROR, f"upstream answered HTTP {reply.status}"
+                    )
                 if reply.status == 404 and session is not None:
                     await gw.end_session(session, "upstream ended the session", notify_upstream=False)
                     return json_error(404, None, errors.SESSION_NOT_FOUND, "Not Found: the upstream ended this session")
@@ -230,8 +256,12 @@ class McpEndpoint:
             if reply.status == 404 and session is not None and not new:
                 await reply.aclose()
                 await gw.end_session(session, "upstream ended the session", notify_upstream=False)
-                flow.fail(errors.SESSION_NOT_FOUND, "Not Found: the upstream ended this session", by="upstream",
-                          outcome=Outcome.UPSTREAM_FAILED)
+                flow.fail(
+                    errors.SESSION_NOT_FOUND,
+                    "Not Found: the upstream ended this session",
+                    by="upstream",
+                    outcome=Outcome.UPSTREAM_FAILED,
+                )
                 gw.pipeline.run_response(flow, seen)
                 return await self._json_reply(flow, None, 404)
             if reply.streaming:
@@ -266,7 +296,9 @@ class McpEndpoint:
             if session.stdio is not None:
                 self.gw.record_event(flow.server, session.id, "session_abort", "store unavailable")
         return json_error(
-            503, flow.request.id, errors.STORE_UNAVAILABLE,
+            503,
+            flow.request.id,
+            errors.STORE_UNAVAILABLE,
             "Service Unavailable: the recording store cannot be written, so the gateway refuses traffic",
         )
 
@@ -306,8 +338,11 @@ class McpEndpoint:
         final = next((m for m in msgs if m.kind.is_response and m.id == flow.request.id), None)
         if final is None:
             return await self._answer_upstream_error(
-                flow, seen,
-                UpstreamError(errors.UPSTREAM_PROTOCOL_ERROR, f"upstream answered HTTP {reply.status} without a response"),
+                flow,
+                seen,
+                UpstreamError(
+                    errors.UPSTREAM_PROTOCOL_ERROR, f"upstream answered HTTP {reply.status} without a response"
+                ),
             )
         flow.set_upstream_response(final)
         gw.pipeline.run_response(flow, seen)
@@ -317,82 +352,52 @@ class McpEndpoint:
     async def _stream_reply(
         self, request: web.Request, flow: Flow, seen: int, reply: Any, session: GatewaySession | None, new: bool
     ) -> web.StreamResponse:
-        gw = self.gw
         buf = session.new_stream() if session is not None else None
         headers = dict(SSE_HEADERS)
         if new and session is not None:
             headers["Mcp-Session-Id"] = session.id
         resp = web.StreamResponse(status=200, headers=headers)
         await resp.prepare(request)
-        writer = _ClientWriter(resp, buf)
-        done = False
-        try:
-            async for m in self._follow(reply, flow, session):
-                if m.kind.is_response and m.id == flow.request.id:
-                    flow.set_upstream_response(m)
-                    gw.pipeline.run_response(flow, seen)
-                    await self._established(flow, session, new)
-                    assert flow.response is not None
-                    await gw.commit(flow.records)
-                    await writer.send(flow.response.raw)
-                    done = True
-                    break
-                if not await self._server_message(m, flow, writer, session):
-                    continue
-                if writer.gone and flow.era is Era.STATELESS:
-                    break  # 2026-07-28: a closed response stream cancels the upstream call
-        except UpstreamError as exc:
-            flow.fail(exc.code, exc.message, by="upstream", outcome=Outcome.UPSTREAM_FAILED)
-            gw.pipeline.run_response(flow, seen)
-            await gw.commit(flow.records)
-            assert flow.response is not None
-            await writer.send(flow.response.raw)
-            done = True
-        except StoreError:
-            # fail closed: what cannot be recorded is not released; the client learns why
-            log.error("recording store unavailable: withholding the rest of flow %d", flow.id)
-            await writer.send(
-                error_message(flow.request.id, errors.STORE_UNAVAILABLE,
-                              "Service Unavailable: the recording store cannot be written").raw
-            )
-            done = True
-        finally:
-            await reply.aclose(cancel=not done)
-            if not done:
-                if writer.gone:
-                    gw.record_event(flow.server, flow.session_id, "client_gone", f"client closed the stream of flow {flow.id}")
-                if session is not None and session.stdio is not None:
-                    session.stdio.forget(reply)
-            if buf is not None:
-                buf.close()
-        if not done and not writer.gone:
-            # the upstream ended the stream without answering: the client still gets exactly one response
-            flow.fail(errors.UPSTREAM_PROTOCOL_ERROR, "upstream closed the stream without a response", by="upstream",
-                      outcome=Outcome.UPSTREAM_FAILED)
-            gw.pipeline.run_response(flow, seen)
-            await gw.commit(flow.records)
-            assert flow.response is not None
-            await writer.send(flow.response.raw)
+        job = _StreamJob(self, flow, seen, reply, session, new, _ClientWriter(resp, buf))
+        outcome = await job.run(stop_at_cut=True)
+        if outcome == "cut":
+            # the upstream closed the stream before answering (SSE polling): so do we, and keep following the
+            # upstream into the resumable buffer until the client comes back with Last-Event-ID
+            job.writer.detach()
+            self.gw.background(job.run(stop_at_cut=False), name=f"follow-{flow.id}")
         with contextlib.suppress(ConnectionError):
             await resp.write_eof()
         return resp
 
-    async def _follow(self, reply: Any, flow: Flow, session: GatewaySession | None) -> AsyncIterator[Message]:
-        """The upstream's messages for this flow; an HTTP stream cut before the response is resumed upstream."""
+    async def _follow(self, reply: Any, flow: Flow, session: GatewaySession | None) -> AsyncIterator[Any]:
+        """The upstream's messages for this flow; an HTTP stream cut before the response is resumed upstream.
+
+        Yields :data:`CUT` where the upstream closed a stream that it primed for resumption.
+        """
         async for m in reply:
             yield m
         resumes = 0
         cur = reply
         while (
-            isinstance(cur, HttpReply) and cur.last_event_id is not None and session is not None
-            and session.upstream_session is not None and resumes < MAX_UPSTREAM_RESUMES
+            isinstance(cur, HttpReply)
+            and cur.last_event_id is not None
+            and session is not None
+            and session.upstream_session is not None
+            and resumes < MAX_UPSTREAM_RESUMES
         ):
+            yield CUT
             resumes += 1
+            if cur.retry:
+                await asyncio.sleep(min(cur.retry, 5000) / 1000)  # the upstream asked us to wait before resuming
             up = self.gw.http_upstreams[flow.server]
             nxt = await up.send(
-                "GET", None,
-                {"Accept": "text/event-stream", "Last-Event-ID": cur.last_event_id,
-                 "MCP-Protocol-Version": session.protocol_version or ""},
+                "GET",
+                None,
+                {
+                    "Accept": "text/event-stream",
+                    "Last-Event-ID": cur.last_event_id,
+                    "MCP-Protocol-Version": session.protocol_version or "",
+                },
                 session.upstream_session,
             )
             if nxt.status != 200 or not nxt.streaming:
@@ -411,7 +416,10 @@ class McpEndpoint:
         """Run a server-initiated message through the stages, record it, deliver it. False if it was blocked."""
         server = parent.server if parent is not None else (session.server if session else "")
         sflow = Flow(
-            server, parent.era if parent else Era.SESSION, Direction.S2C, m,
+            server,
+            parent.era if parent else Era.SESSION,
+            Direction.S2C,
+            m,
             session_id=session.id if session else (parent.session_id if parent else None),
         )
         try:
@@ -472,6 +480,9 @@ class McpEndpoint:
         session.get_stream_open = True
         try:
             async for m in messages:
+                if isinstance(m, Priming):
+                    await writer.prime(m.retry)
+                    continue
                 try:
                     await self._server_message(m, None, writer, session)
                 except StoreError:
@@ -531,6 +542,122 @@ class McpEndpoint:
         return web.Response(status=200)
 
 
+CUT = object()
+
+
+class _StreamJob:
+    """Relays one upstream SSE reply: each message through the stages, recorded, then to the client."""
+
+    def __init__(
+        self,
+        ep: McpEndpoint,
+        flow: Flow,
+        seen: int,
+        reply: Any,
+        session: GatewaySession | None,
+        new: bool,
+        writer: _ClientWriter,
+    ) -> None:
+        self.ep = ep
+        self.flow = flow
+        self.seen = seen
+        self.reply = reply
+        self.session = session
+        self.new = new
+        self.writer = writer
+        self.messages = ep._follow(reply, flow, session)
+        self.done = False
+
+    async def run(self, *, stop_at_cut: bool) -> str:
+        """Returns 'done' (the response was sent), 'cut' (the upstream paused the stream), or 'ended'."""
+        ep, flow, gw, writer = self.ep, self.flow, self.ep.gw, self.writer
+        try:
+            async for item in self.messages:
+                if item is CUT:
+                    if stop_at_cut:
+                        return "cut"
+                    continue
+                if isinstance(item, Priming):
+                    await writer.prime(item.retry)
+                    continue
+                m: Message = item
+                if m.kind.is_response and m.id == flow.request.id:
+                    flow.set_upstream_response(m)
+                    gw.pipeline.run_response(flow, self.seen)
+                    await ep._established(flow, self.session, self.new)
+                    assert flow.response is not None
+                    await gw.commit(flow.records)
+                    await writer.send(flow.response.raw)
+                    self.done = True
+                    return "done"
+                await ep._server_message(m, flow, writer, self.session)
+                if writer.gone and flow.era is Era.STATELESS:
+                    return "cancelled"  # 2026-07-28: a closed response stream cancels the upstream call
+        except UpstreamError as exc:
+            flow.fail(exc.code, exc.message, by="upstream", outcome=Outcome.UPSTREAM_FAILED)
+            await self._answer()
+            return "done"
+        except StoreError:
+            # fail closed: what cannot be recorded is not released; the client learns why
+            log.error("recording store unavailable: withholding the rest of flow %d", flow.id)
+            self.done = True
+            await writer.send(
+                error_message(
+                    flow.request.id,
+                    errors.STORE_UNAVAILABLE,
+                    "Service Unavailable: the recording store cannot be written",
+                ).raw
+            )
+            return "done"
+        finally:
+            if self.done or not stop_at_cut or writer.gone:
+                await self._close()
+        if not writer.gone:
+            # the upstream ended the stream without answering: the client still gets exactly one response
+            flow.fail(
+                errors.UPSTREAM_PROTOCOL_ERROR,
+                "upstream closed the stream without a response",
+                by="upstream",
+                outcome=Outcome.UPSTREAM_FAILED,
+            )
+            await self._answer()
+            return "done"
+        return "ended"
+
+    async def _answer(self) -> None:
+        gw = self.ep.gw
+        gw.pipeline.run_response(self.flow, self.seen)
+        self.done = True
+        try:
+            await gw.commit(self.flow.records)
+        except StoreError:
+            await self.writer.send(
+                error_message(
+                    self.flow.request.id,
+                    errors.STORE_UNAVAILABLE,
+                    "Service Unavailable: the recording store cannot be written",
+                ).raw
+            )
+            return
+        assert self.flow.response is not None
+        await self.writer.send(self.flow.response.raw)
+
+    async def _close(self) -> None:
+        gw, flow = self.ep.gw, self.flow
+        with contextlib.suppress(Exception):
+            await self.reply.aclose(cancel=not self.done)
+        with contextlib.suppress(Exception):
+            await self.messages.aclose()  # type: ignore[attr-defined]
+        if not self.done:
+            if self.writer.gone:
+                gw.record_event(
+                    flow.server, flow.session_id, "client_gone", f"client closed the stream of flow {flow.id}"
+                )
+            if self.session is not None and self.session.stdio is not None:
+                self.session.stdio.forget(self.reply)
+        self.writer.close()
+
+
 class _ClientWriter:
     """Writes SSE frames to the client and remembers them for resumption; notices a client that went away."""
 
@@ -543,15 +670,31 @@ class _ClientWriter:
 
     async def send(self, data: bytes) -> None:
         buf = self._buf
-        frame = sse.encode(data, buf.next_id() if buf is not None else None)
-        if buf is not None:
-            buf.append(frame)
+        await self._write(sse.encode(data, buf.next_id() if buf is not None else None))
+
+    async def prime(self, retry: int | None) -> None:
+        """Mirror the upstream's priming event with an id of our own, so the client can resume from here."""
+        if self._buf is None:
+            return
+        await self._write(sse.encode(b"", self._buf.next_id(), event=None, retry=retry))
+
+    async def _write(self, frame: bytes) -> None:
+        if self._buf is not None:
+            self._buf.append(frame)
         if self.gone:
             return
         try:
             await self._resp.write(frame)
         except (ConnectionError, RuntimeError):
             self.gone = True
+
+    def detach(self) -> None:
+        """The client's stream ends here; later frames only go to the resumable buffer."""
+        self.gone = True
+
+    def close(self) -> None:
+        if self._buf is not None:
+            self._buf.close()
 
 
 async def _aiter(it: Any) -> AsyncIterator[Message]:
@@ -562,4 +705,3 @@ async def _aiter(it: Any) -> AsyncIterator[Message]:
 def _peek_body(request: web.Request) -> bytes | None:
     body = request.get("body")
     return body if isinstance(body, bytes) else None
-

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 import time
 from collections import deque
@@ -51,13 +52,12 @@ class StreamBuffer:
     def oldest(self) -> int:
         return self._events[0][0] if self._events else self.next_n
 
-    async def wait(self, timeout: float) -> None:
+    async def wait(self, limit: float) -> None:
+        """Until the next event or close, at most ``limit`` seconds."""
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append(fut)
-        try:
-            await asyncio.wait_for(fut, timeout)
-        except asyncio.TimeoutError:
-            pass
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(fut, limit)
 
 
 @dataclass(slots=True, eq=False)

@@ -51,7 +51,9 @@ Item = Record | SessionOpen | SessionEnd
 
 
 class StoreWriter:
-    def __init__(self, engine: Engine, *, max_batch: int = 2048, on_failure: Callable[[BaseException], None] | None = None) -> None:
+    def __init__(
+        self, engine: Engine, *, max_batch: int = 2048, on_failure: Callable[[BaseException], None] | None = None
+    ) -> None:
         self._engine = engine
         self._q: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._max_batch = max_batch
@@ -117,18 +119,32 @@ class StoreWriter:
                 if isinstance(it, Record):
                     recs.append(
                         {
-                            "ts_ns": it.ts_ns, "server": it.server, "session_id": it.session_id,
-                            "direction": it.direction, "kind": it.kind, "method": it.method, "msg_id": it.msg_id,
-                            "flow_id": it.flow_id, "outcome": it.outcome, "latency_us": it.latency_us,
-                            "detail": it.detail, "principal": it.principal, "payload": it.payload,
+                            "ts_ns": it.ts_ns,
+                            "server": it.server,
+                            "session_id": it.session_id,
+                            "direction": it.direction,
+                            "kind": it.kind,
+                            "method": it.method,
+                            "msg_id": it.msg_id,
+                            "flow_id": it.flow_id,
+                            "outcome": it.outcome,
+                            "latency_us": it.latency_us,
+                            "detail": it.detail,
+                            "principal": it.principal,
+                            "payload": it.payload,
                         }
                     )
                 elif isinstance(it, SessionOpen):
                     opens.append(
                         {
-                            "id": it.id, "server": it.server, "era": it.era, "protocol_version": it.protocol_version,
-                            "client_info": it.client_info, "principal": it.principal,
-                            "upstream_session": it.upstream_session, "created_ns": it.created_ns,
+                            "id": it.id,
+                            "server": it.server,
+                            "era": it.era,
+                            "protocol_version": it.protocol_version,
+                            "client_info": it.client_info,
+                            "principal": it.principal,
+                            "upstream_session": it.upstream_session,
+                            "created_ns": it.created_ns,
                         }
                     )
                 else:

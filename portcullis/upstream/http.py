@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
 
 import aiohttp
 
@@ -26,8 +26,15 @@ def forward_headers(src: Mapping[str, str], extra: Mapping[str, str]) -> dict[st
     return out
 
 
+@dataclass(slots=True, frozen=True)
+class Priming:
+    """The upstream primed its stream for resumption (an event with an id and no data), maybe with ``retry``."""
+
+    retry: int | None
+
+
 class HttpReply:
-    __slots__ = ("_max_event", "_max_json", "_resp", "session_id", "status", "streaming", "last_event_id")
+    __slots__ = ("_max_event", "_max_json", "_resp", "last_event_id", "retry", "session_id", "status", "streaming")
 
     def __init__(self, resp: aiohttp.ClientResponse, max_event: int, max_json: int) -> None:
         self._resp = resp
@@ -38,6 +45,7 @@ class HttpReply:
         self.streaming = ctype.startswith("text/event-stream")
         self.session_id = resp.headers.get("Mcp-Session-Id")
         self.last_event_id: str | None = None
+        self.retry: int | None = None
 
     @property
     def content_type(self) -> str:
@@ -53,7 +61,7 @@ class HttpReply:
             raise errors.UpstreamError(errors.UPSTREAM_PROTOCOL_ERROR, "upstream response larger than the limit")
         return data
 
-    async def __aiter__(self) -> AsyncIterator[Message]:
+    async def __aiter__(self) -> AsyncIterator[Message | Priming]:
         if not self.streaming:
             if self.status == 202:
                 return
@@ -68,12 +76,18 @@ class HttpReply:
                 for ev in parser.feed(chunk):
                     if ev.id is not None:
                         self.last_event_id = ev.id
-                    if not ev.data or (ev.event not in (None, "message")):
+                    if ev.retry is not None:
+                        self.retry = ev.retry
+                    if not ev.data.strip():
+                        if ev.id is not None:  # a priming event: the stream can be resumed from here
+                            yield Priming(ev.retry)
+                        continue
+                    if ev.event not in (None, "message"):
                         continue
                     yield _parse_upstream(ev.data)
         except sse.SSEParseError as exc:
             raise errors.UpstreamError(errors.UPSTREAM_PROTOCOL_ERROR, f"upstream SSE stream invalid: {exc}") from exc
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             raise errors.UpstreamError(
                 errors.UPSTREAM_UNAVAILABLE, f"upstream stream broke: {type(exc).__name__}"
             ) from exc
@@ -90,13 +104,17 @@ def _parse_upstream(raw: bytes) -> Message:
     try:
         return parse_one(raw)
     except errors.ProtocolError as exc:
-        raise errors.UpstreamError(errors.UPSTREAM_PROTOCOL_ERROR, f"upstream sent an invalid message: {exc.message}") from exc
+        raise errors.UpstreamError(
+            errors.UPSTREAM_PROTOCOL_ERROR, f"upstream sent an invalid message: {exc.message}"
+        ) from exc
 
 
 class HttpUpstream:
     kind = "streamable-http"
 
-    def __init__(self, name: str, cfg: ServerConfig, http: aiohttp.ClientSession, max_event: int, max_json: int) -> None:
+    def __init__(
+        self, name: str, cfg: ServerConfig, http: aiohttp.ClientSession, max_event: int, max_json: int
+    ) -> None:
         assert cfg.url is not None
         self.name = name
         self.url = cfg.url
@@ -114,8 +132,10 @@ class HttpUpstream:
             h["Mcp-Session-Id"] = upstream_session
         try:
             resp = await self._http.request(method, self.url, data=body, headers=h, timeout=self._timeout)
-        except asyncio.TimeoutError as exc:
-            raise errors.UpstreamError(errors.UPSTREAM_TIMEOUT, f"upstream {self.name!r} did not answer in time") from exc
+        except TimeoutError as exc:
+            raise errors.UpstreamError(
+                errors.UPSTREAM_TIMEOUT, f"upstream {self.name!r} did not answer in time"
+            ) from exc
         except aiohttp.ClientError as exc:
             raise errors.UpstreamError(
                 errors.UPSTREAM_UNAVAILABLE, f"upstream {self.name!r} is unreachable ({type(exc).__name__})"

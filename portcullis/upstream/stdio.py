@@ -48,7 +48,7 @@ def child_env(cfg: ServerConfig) -> dict[str, str]:
 class StdioReply:
     """Messages for one forwarded request, fed by the child's reader."""
 
-    __slots__ = ("_q", "request_id", "session_id", "status", "streaming", "progress_token")
+    __slots__ = ("_q", "progress_token", "request_id", "session_id", "status", "streaming")
 
     def __init__(self, request_id: MsgId, progress_token: object) -> None:
         self._q: asyncio.Queue[object] = asyncio.Queue()
@@ -147,7 +147,9 @@ class StdioSession:
             await self._proc.stdin.drain()
         except (ConnectionError, RuntimeError) as exc:
             self._forget(reply)
-            raise errors.UpstreamError(errors.UPSTREAM_UNAVAILABLE, f"upstream {self.name!r} process has exited") from exc
+            raise errors.UpstreamError(
+                errors.UPSTREAM_UNAVAILABLE, f"upstream {self.name!r} process has exited"
+            ) from exc
         return reply
 
     def forget(self, reply: StdioReply | Done) -> None:
@@ -242,7 +244,7 @@ class StdioSession:
                 os.killpg(proc.pid, signal.SIGTERM)
             try:
                 await asyncio.wait_for(proc.wait(), TERM_GRACE)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(proc.pid, signal.SIGKILL)
                 await proc.wait()

@@ -74,10 +74,14 @@ def classify(obj: object) -> Kind:
             raise errors.ProtocolError(400, errors.INVALID_REQUEST, "Invalid Request: id must be a string or a number")
     if method is not None:
         if not isinstance(method, str) or not method:
-            raise errors.ProtocolError(400, errors.INVALID_REQUEST, "Invalid Request: method must be a non-empty string")
+            raise errors.ProtocolError(
+                400, errors.INVALID_REQUEST, "Invalid Request: method must be a non-empty string"
+            )
         params = obj.get("params")
         if params is not None and not isinstance(params, dict | list):
-            raise errors.ProtocolError(400, errors.INVALID_REQUEST, "Invalid Request: params must be an object or array")
+            raise errors.ProtocolError(
+                400, errors.INVALID_REQUEST, "Invalid Request: params must be an object or array"
+            )
         if not has_id:
             return Kind.NOTIFICATION
         if obj["id"] is None:
@@ -100,7 +104,7 @@ def parse_body(raw: bytes) -> list[Message] | Message:
     try:
         obj = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise errors.ProtocolError(400, errors.PARSE_ERROR, f"Parse error: {exc.args[0] if exc.args else 'invalid JSON'}")
+        raise errors.ProtocolError(400, errors.PARSE_ERROR, f"Parse error: {_why(exc)}") from None
     if isinstance(obj, list):
         if not obj:
             raise errors.ProtocolError(400, errors.INVALID_REQUEST, "Invalid Request: empty batch")
@@ -113,8 +117,12 @@ def parse_one(raw: bytes) -> Message:
     try:
         obj = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise errors.ProtocolError(502, errors.PARSE_ERROR, f"Parse error: {exc.args[0] if exc.args else 'invalid JSON'}")
+        raise errors.ProtocolError(502, errors.PARSE_ERROR, f"Parse error: {_why(exc)}") from None
     return Message(raw, obj, classify(obj))
+
+
+def _why(exc: orjson.JSONDecodeError) -> str:
+    return str(exc.args[0]) if exc.args else "invalid JSON"
 
 
 def error_body(msg_id: MsgId, code: int, message: str, data: object | None = None) -> JsonObject:

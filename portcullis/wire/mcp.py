@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import enum
 from collections.abc import Mapping
+from typing import Any
 
 from portcullis import errors
 from portcullis.wire.jsonrpc import Message
@@ -48,40 +51,100 @@ def check_session_version(value: str | None) -> None:
         )
 
 
-def check_stateless_request(msg: Message, headers: Mapping[str, str]) -> str:
-    """Enforce 2026-07-28 header rules: version header equals _meta, Mcp-Method/Mcp-Name mirror the body.
+ROUTING_HEADERS = ("MCP-Protocol-Version", "Mcp-Method", "Mcp-Name")
+CLIENT_CAPABILITIES_KEY = "io.modelcontextprotocol/clientCapabilities"
 
-    Returns the protocol version. Raises ProtocolError (400, -32022 or -32020).
+
+def decode_header_value(value: str | None) -> str | None:
+    """Header values that are not plain ASCII travel as ``=?base64?<payload>?=`` (canonical base64 of UTF-8)."""
+    if value is None or not (value.startswith("=?base64?") and value.endswith("?=")):
+        return value
+    payload = value[9:-2]
+    try:
+        raw = base64.b64decode(payload, validate=True)
+        if base64.b64encode(raw).decode("ascii") != payload:
+            return None
+        return raw.decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+
+
+def check_stateless_request(msg: Message, headers: Mapping[str, str], duplicated: str | None = None) -> str:
+    """The 2026-07-28 validation ladder for one request; the first failing rung wins.
+
+    1. ``params._meta`` carries the protocol version and client capabilities -> else -32602.
+    2. ``MCP-Protocol-Version`` equals the envelope's version, ``Mcp-Method`` the body's method, ``Mcp-Name`` the
+       body's target (for tools/call, prompts/get, resources/read); no routing header appears twice -> else -32020.
+    3. The version is one we speak -> else -32022 with ``data.supported`` and ``data.requested``.
+
+    Returns the protocol version; raises ProtocolError (HTTP 400) carrying the request id.
     """
-    version = meta_version(msg)
-    if version is None or version not in STATELESS_VERSIONS:
+    mid = msg.id if isinstance(msg.id, str | int) else None
+    meta = msg.params.get("_meta")
+    if not isinstance(meta, dict):
         raise errors.ProtocolError(
             400,
-            errors.UNSUPPORTED_PROTOCOL_VERSION,
-            f"Unsupported protocol version: {version!r}",
-            {"supported": list(STATELESS_VERSIONS)},
+            errors.INVALID_PARAMS,
+            f"Invalid params: params._meta must be an object carrying {META_VERSION_KEY!r} and "
+            f"{CLIENT_CAPABILITIES_KEY!r}",
+            msg_id=mid,
+        )
+    missing = [k for k in (META_VERSION_KEY, CLIENT_CAPABILITIES_KEY) if k not in meta]
+    if missing:
+        raise errors.ProtocolError(
+            400, errors.INVALID_PARAMS, f"Invalid params: params._meta is missing {', '.join(missing)}", msg_id=mid
+        )
+    version = meta[META_VERSION_KEY]
+    if duplicated is not None:
+        raise errors.ProtocolError(
+            400, errors.HEADER_MISMATCH, f"Header mismatch: {duplicated} appears more than once", msg_id=mid
         )
     hv = headers.get("MCP-Protocol-Version")
     if hv is None or hv != version:
         raise errors.ProtocolError(
             400,
             errors.HEADER_MISMATCH,
-            f"Header mismatch: MCP-Protocol-Version {hv!r} does not equal _meta protocolVersion {version!r}",
+            "Header mismatch: MCP-Protocol-Version does not equal the envelope's protocol version",
+            msg_id=mid,
         )
     method = msg.method
-    hm = headers.get("Mcp-Method")
-    if hm is None or hm != method:
+    if headers.get("Mcp-Method") != method:
         raise errors.ProtocolError(
-            400, errors.HEADER_MISMATCH, f"Header mismatch: Mcp-Method {hm!r} does not equal body method {method!r}"
+            400, errors.HEADER_MISMATCH, "Header mismatch: Mcp-Method does not equal the body's method", msg_id=mid
         )
     if method is not None and method in NAME_PARAM:
         want = msg.params.get(NAME_PARAM[method])
-        hn = headers.get("Mcp-Name")
-        if hn is None or hn != want:
+        if want is not None and decode_header_value(headers.get("Mcp-Name")) != want:
             raise errors.ProtocolError(
-                400, errors.HEADER_MISMATCH, f"Header mismatch: Mcp-Name {hn!r} does not equal the body's target"
+                400,
+                errors.HEADER_MISMATCH,
+                f"Header mismatch: Mcp-Name does not equal the body's {NAME_PARAM[method]!r}",
+                msg_id=mid,
             )
+    if not isinstance(version, str):
+        raise errors.ProtocolError(
+            400, errors.INVALID_PARAMS, "Invalid params: the protocol version must be a string", msg_id=mid
+        )
+    if version not in STATELESS_VERSIONS:
+        raise errors.ProtocolError(
+            400,
+            errors.UNSUPPORTED_PROTOCOL_VERSION,
+            "Unsupported protocol version",
+            {"supported": list(STATELESS_VERSIONS), "requested": version},
+            msg_id=mid,
+        )
     return version
+
+
+def duplicated_routing_header(headers: Any) -> str | None:
+    """A routing header sent twice (first-copy and last-copy readers would disagree)."""
+    getall = getattr(headers, "getall", None)
+    if getall is None:
+        return None
+    for name in ROUTING_HEADERS:
+        if len(getall(name, ())) > 1:
+            return name
+    return None
 
 
 def name_of(msg: Message) -> str | None:

@@ -42,7 +42,7 @@ def start_gateway(config_path: Path, store: str, env: Mapping[str, str] | None =
     proc = start_process(
         [sys.executable, "-m", "portcullis", "serve", "--config", str(config_path)],
         env={**os.environ, **(env or {})},
-        timeout=30,
+        ready_timeout=30,
     )
     return RunningGateway(proc, proc.ready_value, config_path, store)
 
