@@ -332,6 +332,8 @@ class McpEndpoint:
         try:
             msgs = [m async for m in reply]
         except UpstreamError as exc:
+            if reply.status >= 400:
+                exc = UpstreamError(exc.code, f"upstream answered HTTP {reply.status} with no JSON-RPC response")
             return await self._answer_upstream_error(flow, seen, exc)
         finally:
             await reply.aclose()
