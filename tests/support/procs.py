@@ -185,7 +185,10 @@ def start_process(
             except queue.Empty:
                 continue
             if item is _EOF:
-                code = popen.wait(timeout=max(0.1, deadline - time.monotonic()))
+                try:
+                    code: int | None = popen.wait(timeout=max(0.1, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    code = None  # closed stdout but kept running
                 raise ProcessStartError(
                     f"{args[:3]!r} exited with {code} before printing {ready_prefix!r}\n{proc.output()}"
                 )
