@@ -55,6 +55,9 @@ class RecordStage(Stage):
         flow.records.append(message_record(flow, flow.request, Direction.S2C, flow.outcome or Outcome.OK))
 
 
+EVENT_PAYLOAD_LIMIT = 65536  # what a rejected body keeps in the record (the first bytes, for forensics)
+
+
 def event_record(
     server: str,
     session_id: str | None,
@@ -65,6 +68,8 @@ def event_record(
     principal: str | None = None,
 ) -> Record:
     """A record that is not a message: session open/close, a rejection before any flow existed, an upstream fault."""
+    if payload is not None and len(payload) > EVENT_PAYLOAD_LIMIT:
+        payload = payload[:EVENT_PAYLOAD_LIMIT]
     return Record(
         ts_ns=time.time_ns(),
         server=server,

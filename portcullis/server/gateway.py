@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import aiohttp
@@ -17,7 +18,7 @@ from portcullis.flow import Record
 from portcullis.pipeline import Pipeline, Stage
 from portcullis.pipeline.record import RecordStage, event_record
 from portcullis.server.sessions import GatewaySession, SessionTable
-from portcullis.store.writer import SessionEnd, SessionOpen, StoreWriter
+from portcullis.store.writer import Item, SessionEnd, SessionOpen, StoreWriter
 from portcullis.tasks import spawn
 from portcullis.upstream.http import HttpUpstream
 
@@ -90,12 +91,13 @@ class Gateway:
 
     # --- recording -----------------------------------------------------------------------------------------
 
-    async def commit(self, records: list[Record] | list[Record | SessionOpen | SessionEnd]) -> None:
+    async def commit(self, records: Sequence[Item]) -> None:
         """Make records durable before the caller releases what they describe (durability 'commit')."""
         if not records:
             return
         items = list(records)
-        records.clear()
+        if isinstance(records, list):
+            records.clear()
         if self.durable:
             await self.writer.write(items)  # raises StoreError
         else:
@@ -112,9 +114,7 @@ class Gateway:
     def record_event(
         self, server: str, session_id: str | None, kind: str, detail: str, payload: bytes | None = None
     ) -> None:
-        self.writer.submit(
-            [event_record(server, session_id, kind, detail, payload[:65536] if payload else None)], wait=False
-        )
+        self.writer.submit([event_record(server, session_id, kind, detail, payload)], wait=False)
 
     # --- sessions ------------------------------------------------------------------------------------------
 

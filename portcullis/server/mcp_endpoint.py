@@ -19,6 +19,7 @@ from aiohttp import web
 from portcullis import errors
 from portcullis.errors import ProtocolError, StageError, StoreError, UpstreamError
 from portcullis.flow import Direction, Flow, Outcome
+from portcullis.pipeline.record import event_record
 from portcullis.server.gateway import Gateway
 from portcullis.server.sessions import GatewaySession, StreamBuffer, mint_session_id
 from portcullis.upstream.http import HttpReply, Priming
@@ -83,7 +84,11 @@ class McpEndpoint:
             raise ProtocolError(405, errors.INVALID_REQUEST, f"Method Not Allowed: {request.method}")
         except ProtocolError as exc:
             sid = request.headers.get("Mcp-Session-Id")
-            self.gw.record_event(server, sid, "rejected", f"{exc.http_status}: {exc.message}", _peek_body(request))
+            # the rejection is durable before the client hears of it (a store outage does not hide the error)
+            with contextlib.suppress(StoreError):
+                await self.gw.commit(
+                    [event_record(server, sid, "rejected", f"{exc.http_status}: {exc.message}", _peek_body(request))]
+                )
             headers = {"Allow": "GET, POST, DELETE"} if exc.http_status == 405 else {}
             return json_error(exc.http_status, exc.msg_id, exc.code, exc.message, exc.data, **headers)
 
@@ -330,7 +335,7 @@ class McpEndpoint:
     ) -> web.StreamResponse:
         gw = self.gw
         try:
-            msgs = [m async for m in reply]
+            msgs = [m async for m in reply if isinstance(m, Message)]
         except UpstreamError as exc:
             if reply.status >= 400:
                 exc = UpstreamError(exc.code, f"upstream answered HTTP {reply.status} with no JSON-RPC response")

@@ -41,7 +41,8 @@ class Message:
 
     @property
     def id(self) -> MsgId:
-        return self.body.get("id")  # type: ignore[no-any-return]
+        mid: MsgId = self.body.get("id")
+        return mid
 
     @property
     def method(self) -> str | None:

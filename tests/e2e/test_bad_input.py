@@ -75,7 +75,9 @@ async def session(http: aiohttp.ClientSession, url: str) -> str:
     sid = headers["Mcp-Session-Id"]
     assert isinstance(sid, str)
     st, _, _ = await post(
-        http, url, {"jsonrpc": "2.0", "method": "notifications/initialized"},
+        http,
+        url,
+        {"jsonrpc": "2.0", "method": "notifications/initialized"},
         **{"Mcp-Session-Id": sid, "MCP-Protocol-Version": "2025-11-25"},
     )
     assert st == 202
@@ -117,7 +119,9 @@ async def test_accept_must_list_both(gateway: RunningGateway, http: aiohttp.Clie
     assert status == 406 and body is not None
 
 
-async def test_body_over_the_limit(gateway: RunningGateway, http: aiohttp.ClientSession, faulty: ManagedProcess) -> None:
+async def test_body_over_the_limit(
+    gateway: RunningGateway, http: aiohttp.ClientSession, faulty: ManagedProcess
+) -> None:
     before = await received(http, faulty)
     big = call(5, "ok")
     big["params"]["arguments"] = {"blob": "x" * (MAX_BODY + 10)}
@@ -151,9 +155,13 @@ async def test_ended_session_is_404(gateway: RunningGateway, http: aiohttp.Clien
 async def test_protocol_version_header_checked(gateway: RunningGateway, http: aiohttp.ClientSession) -> None:
     url = gateway.url("faulty")
     sid = await session(http, url)
-    status, body, _ = await post(http, url, call(3, "ok"), **{"Mcp-Session-Id": sid, "MCP-Protocol-Version": "1999-01-01"})
+    status, body, _ = await post(
+        http, url, call(3, "ok"), **{"Mcp-Session-Id": sid, "MCP-Protocol-Version": "1999-01-01"}
+    )
     assert status == 400 and body is not None and "MCP-Protocol-Version" in body["error"]["message"]
-    status, body, _ = await post(http, url, call(4, "ok"), **{"Mcp-Session-Id": sid, "MCP-Protocol-Version": "2025-06-18"})
+    status, body, _ = await post(
+        http, url, call(4, "ok"), **{"Mcp-Session-Id": sid, "MCP-Protocol-Version": "2025-06-18"}
+    )
     assert status == 400 and body is not None
 
 
@@ -164,14 +172,18 @@ async def test_batch_where_the_version_forbids(
     sid = await session(http, url)
     before = await received(http, faulty)
     status, body, _ = await post(
-        http, url, json.dumps([call(5, "ok"), call(6, "ok")]).encode(),
+        http,
+        url,
+        json.dumps([call(5, "ok"), call(6, "ok")]).encode(),
         **{"Mcp-Session-Id": sid, "MCP-Protocol-Version": "2025-11-25"},
     )
     assert status == 400 and body is not None and "batch" in body["error"]["message"]
     assert await received(http, faulty) == before
 
 
-async def test_stateless_header_mismatch(gateway: RunningGateway, http: aiohttp.ClientSession, faulty: ManagedProcess) -> None:
+async def test_stateless_header_mismatch(
+    gateway: RunningGateway, http: aiohttp.ClientSession, faulty: ManagedProcess
+) -> None:
     before = await received(http, faulty)
     req = call(7, "ok")
     req["params"]["_meta"] = {
@@ -224,12 +236,16 @@ async def test_faulty_upstream(
 ) -> None:
     url = gateway.url("faulty")
     sid = await session(http, url)
-    status, body, _ = await post(http, url, call(9, tool), **{"Mcp-Session-Id": sid, "MCP-Protocol-Version": "2025-11-25"})
+    status, body, _ = await post(
+        http, url, call(9, tool), **{"Mcp-Session-Id": sid, "MCP-Protocol-Version": "2025-11-25"}
+    )
     assert status in (200, 500) and body is not None, body
     assert body["id"] == 9 and body["error"]["code"] == code and words in body["error"]["message"], body
     recs = [r for r in load_records(gateway.store) if r["session_id"] == sid and r["msg_id"] == "9"]
     assert [(r["direction"], r["kind"]) for r in recs] == [("c2s", "request"), ("s2c", "error")]
     assert recs[1]["outcome"] == "upstream_failed" and words in recs[1]["detail"]
     # the session is still usable afterwards
-    status, body, _ = await post(http, url, call(10, "ok"), **{"Mcp-Session-Id": sid, "MCP-Protocol-Version": "2025-11-25"})
+    status, body, _ = await post(
+        http, url, call(10, "ok"), **{"Mcp-Session-Id": sid, "MCP-Protocol-Version": "2025-11-25"}
+    )
     assert status == 200 and body is not None and body["result"]["content"][0]["text"] == "fine"

@@ -35,8 +35,14 @@ async def client(url: str, n: int, got: list[tuple[str, bytes]], stop: asyncio.E
     base = {"Content-Type": "application/json", "Accept": ACCEPT}
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=20)) as http:
         init = {
-            "jsonrpc": "2.0", "id": 0, "method": "initialize",
-            "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": f"c{n}", "version": "1"}},
+            "jsonrpc": "2.0",
+            "id": 0,
+            "method": "initialize",
+            "params": {
+                "protocolVersion": "2025-11-25",
+                "capabilities": {},
+                "clientInfo": {"name": f"c{n}", "version": "1"},
+            },
         }
         async with http.post(url, json=init, headers=base) as r:
             sid = r.headers["Mcp-Session-Id"]
@@ -47,13 +53,17 @@ async def client(url: str, n: int, got: list[tuple[str, bytes]], stop: asyncio.E
         i = 0
         while not stop.is_set():
             i += 1
-            req = {"jsonrpc": "2.0", "id": i, "method": "tools/call",
-                   "params": {"name": "echo", "arguments": {"text": f"client {n} call {i}"}}}
+            req = {
+                "jsonrpc": "2.0",
+                "id": i,
+                "method": "tools/call",
+                "params": {"name": "echo", "arguments": {"text": f"client {n} call {i}"}},
+            }
             try:
                 async with http.post(url, json=req, headers=h) as r:
                     raw = await r.read()
                     ctype = r.headers.get("Content-Type", "")
-            except (aiohttp.ClientError, asyncio.TimeoutError):
+            except (TimeoutError, aiohttp.ClientError):
                 return  # the gateway died under us
             if r.status != 200:
                 return

@@ -1,0 +1,54 @@
+# Portcullis: the two commands in README.md are `make demo` and `make test`; both set everything up first.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PY_STAMP := $(VENV)/.installed
+NODE_STAMP := node_modules/.installed
+
+.PHONY: demo test setup lint typecheck unit e2e bench lock clean
+
+demo: setup ## run the gateway on its embedded defaults in front of the bundled demo MCP server
+	@echo ""
+	@echo "  Portcullis demo: MCP endpoint http://127.0.0.1:8080/mcp/demo (Ctrl-C to stop)"
+	@echo "  Point any MCP client at it, then: $(BIN)/portcullis sessions list --config examples/demo.yaml"
+	@echo ""
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/portcullis serve --config examples/demo.yaml
+
+test: setup lint typecheck ## everything CI runs
+	$(BIN)/pytest
+
+setup: $(PY_STAMP) $(NODE_STAMP)
+
+$(PY_STAMP): requirements/dev.lock pyproject.toml
+	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Python 3.11 or newer is required")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --require-hashes -r requirements/dev.lock
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	@touch $@
+
+$(NODE_STAMP): package-lock.json package.json
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+lint: $(PY_STAMP)
+	$(BIN)/ruff check portcullis tests bench
+	$(BIN)/ruff format --check portcullis tests bench
+
+typecheck: $(PY_STAMP)
+	$(BIN)/mypy
+
+unit: $(PY_STAMP)
+	$(BIN)/pytest tests/unit
+
+e2e: setup
+	$(BIN)/pytest tests/e2e
+
+bench: setup ## the core benchmark (see docs/performance.md)
+	$(BIN)/python bench/run.py
+
+lock: ## re-pin Python dependencies after editing pyproject.toml
+	$(BIN)/pip-compile --quiet --extra dev --generate-hashes --allow-unsafe --strip-extras -o requirements/dev.lock pyproject.toml
+
+clean:
+	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache tests/artifacts
