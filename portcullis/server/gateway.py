@@ -21,6 +21,7 @@ from portcullis.server.sessions import GatewaySession, SessionTable
 from portcullis.store.writer import Item, SessionEnd, SessionOpen, StoreWriter
 from portcullis.tasks import spawn
 from portcullis.upstream.http import HttpUpstream
+from portcullis.upstream.stdio import RestartGate
 
 log = logging.getLogger("portcullis.gateway")
 
@@ -42,6 +43,7 @@ class Gateway:
         self.http: aiohttp.ClientSession | None = None
         self.http_upstreams: dict[str, HttpUpstream] = {}
         self.stdio_servers: dict[str, ServerConfig] = {}
+        self.restart_gates: dict[str, RestartGate] = {}
         self._reaper: asyncio.Task[None] | None = None
         self.draining = False
         self._background: set[asyncio.Task[Any]] = set()
@@ -57,6 +59,7 @@ class Gateway:
         for name, scfg in self.config.servers.items():
             if scfg.kind == "stdio":
                 self.stdio_servers[name] = scfg
+                self.restart_gates[name] = RestartGate(scfg.restart_backoff_max)
             else:
                 self.http_upstreams[name] = HttpUpstream(
                     name, scfg, self.http, lim.max_sse_event_bytes, lim.max_body_bytes * 16

@@ -143,6 +143,10 @@ class McpEndpoint:
             session = self.gw.sessions.get(sid)
             if session is None or session.server != server:
                 raise ProtocolError(404, errors.SESSION_NOT_FOUND, "Not Found: unknown or ended session")
+            if session.stdio is not None and session.stdio.dead is not None:
+                # the session's process is gone: end the session, so the client starts a new one (and a new child)
+                await self.gw.end_session(session, f"upstream process {session.stdio.dead}")
+                raise ProtocolError(404, errors.SESSION_NOT_FOUND, "Not Found: the session's upstream process exited")
             if isinstance(parsed, list):
                 if session.protocol_version not in BATCH_VERSIONS:
                     raise ProtocolError(
@@ -198,7 +202,12 @@ class McpEndpoint:
             buffer_size=self.gw.config.limits.stream_buffer_events,
         )
         if server in self.gw.stdio_servers:
-            stdio = StdioSession(server, self.gw.stdio_servers[server], self.gw.config.limits.max_sse_event_bytes)
+            stdio = StdioSession(
+                server,
+                self.gw.stdio_servers[server],
+                self.gw.config.limits.max_sse_event_bytes,
+                self.gw.restart_gates[server],
+            )
             try:
                 await stdio.start()
             except UpstreamError as exc:
@@ -655,13 +664,10 @@ class _StreamJob:
             await self.reply.aclose(cancel=not self.done)
         with contextlib.suppress(Exception):
             await self.messages.aclose()  # type: ignore[attr-defined]
-        if not self.done:
-            if self.writer.gone:
-                gw.record_event(
-                    flow.server, flow.session_id, "client_gone", f"client closed the stream of flow {flow.id}"
-                )
-            if self.session is not None and self.session.stdio is not None:
-                self.session.stdio.forget(self.reply)
+        if not self.done and self.writer.gone:
+            gw.record_event(flow.server, flow.session_id, "client_gone", f"client closed the stream of flow {flow.id}")
+        if self.session is not None and self.session.stdio is not None:
+            self.session.stdio.forget(self.reply)  # cancels it upstream if it is still open
         self.writer.close()
 
 

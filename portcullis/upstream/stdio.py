@@ -12,8 +12,10 @@ import asyncio
 import contextlib
 import logging
 import os
+import random
 import signal
 import sys
+import time
 from collections import deque
 from collections.abc import AsyncIterator
 
@@ -48,12 +50,14 @@ def child_env(cfg: ServerConfig) -> dict[str, str]:
 class StdioReply:
     """Messages for one forwarded request, fed by the child's reader."""
 
-    __slots__ = ("_q", "progress_token", "request_id", "session_id", "status", "streaming")
+    __slots__ = ("_q", "idle_limit", "name", "progress_token", "request_id", "session_id", "status", "streaming")
 
-    def __init__(self, request_id: MsgId, progress_token: object) -> None:
+    def __init__(self, request_id: MsgId, progress_token: object, idle_limit: float, name: str) -> None:
         self._q: asyncio.Queue[object] = asyncio.Queue()
         self.request_id = request_id
         self.progress_token = progress_token
+        self.idle_limit = idle_limit
+        self.name = name
         self.status = 200
         self.streaming = True
         self.session_id: str | None = None
@@ -63,7 +67,12 @@ class StdioReply:
 
     async def __aiter__(self) -> AsyncIterator[Message]:
         while True:
-            item = await self._q.get()
+            try:
+                item = await asyncio.wait_for(self._q.get(), self.idle_limit)
+            except TimeoutError:
+                raise errors.UpstreamError(
+                    errors.UPSTREAM_TIMEOUT, f"upstream {self.name!r} sent nothing for {self.idle_limit:g} s"
+                ) from None
             if item is _END:
                 return
             if isinstance(item, BaseException):
@@ -92,13 +101,45 @@ class Done:
         return None
 
 
+class RestartGate:
+    """Backoff for a server whose children keep dying before they finish ``initialize`` (a crash loop).
+
+    Each failure doubles the wait (0.5 s, 1 s, 2 s ... up to ``restart_backoff_max``, with jitter); during the wait a
+    new session is refused at once with an error that says when to retry. One successful start resets it.
+    """
+
+    def __init__(self, cap: float) -> None:
+        self.cap = cap
+        self.failures = 0
+        self.until = 0.0
+
+    def check(self, name: str) -> None:
+        wait = self.until - time.monotonic()
+        if wait > 0:
+            raise errors.UpstreamError(
+                errors.UPSTREAM_UNAVAILABLE,
+                f"upstream {name!r} keeps exiting before it starts; next start allowed in {wait:.1f} s",
+            )
+
+    def failed(self) -> None:
+        self.failures += 1
+        delay = min(self.cap, 0.5 * 2 ** (self.failures - 1))
+        self.until = time.monotonic() + delay * (0.75 + random.random() / 4)
+
+    def ok(self) -> None:
+        self.failures = 0
+        self.until = 0.0
+
+
 class StdioSession:
     """One child process serving one gateway session."""
 
-    def __init__(self, name: str, cfg: ServerConfig, max_line: int) -> None:
+    def __init__(self, name: str, cfg: ServerConfig, max_line: int, gate: RestartGate | None = None) -> None:
         assert cfg.command is not None
         self.name = name
         self.cfg = cfg
+        self.gate = gate
+        self.started = False
         self._max_line = max_line
         self._proc: asyncio.subprocess.Process | None = None
         self._pending: dict[object, StdioReply] = {}
@@ -109,6 +150,8 @@ class StdioSession:
         self.stderr_bytes = 0
 
     async def start(self) -> None:
+        if self.gate is not None:
+            self.gate.check(self.name)
         try:
             self._proc = await asyncio.create_subprocess_exec(
                 *(self.cfg.command or []),
@@ -121,6 +164,8 @@ class StdioSession:
                 limit=self._max_line,
             )
         except OSError as exc:
+            if self.gate is not None:
+                self.gate.failed()
             raise errors.UpstreamError(
                 errors.UPSTREAM_UNAVAILABLE, f"upstream {self.name!r} could not be started ({exc.strerror or exc})"
             ) from exc
@@ -134,7 +179,8 @@ class StdioSession:
         if msg.kind is Kind.REQUEST:
             meta = msg.params.get("_meta")
             token = meta.get("progressToken") if isinstance(meta, dict) else None
-            reply = StdioReply(msg.id, token)
+            limit = self.cfg.startup_timeout if msg.method == "initialize" else self.cfg.call_timeout
+            reply = StdioReply(msg.id, token, limit, self.name)
             self._pending[_key(msg.id)] = reply
             self._order.append(reply)
         else:
@@ -153,7 +199,21 @@ class StdioSession:
         return reply
 
     def forget(self, reply: StdioReply | Done) -> None:
-        self._forget(reply)
+        """The caller no longer waits for ``reply``; if it is still open, the child is told to cancel it."""
+        if isinstance(reply, StdioReply) and _key(reply.request_id) in self._pending:
+            self._forget(reply)
+            self._cancel(reply.request_id)
+
+    def _cancel(self, request_id: MsgId) -> None:
+        if self.dead is not None or self._proc is None or self._proc.stdin is None:
+            return
+        note = {
+            "jsonrpc": "2.0",
+            "method": "notifications/cancelled",
+            "params": {"requestId": request_id, "reason": "the gateway stopped waiting"},
+        }
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            self._proc.stdin.write(orjson.dumps(note) + b"\n")
 
     def _forget(self, reply: StdioReply | Done) -> None:
         if isinstance(reply, StdioReply):
@@ -198,6 +258,10 @@ class StdioSession:
         if msg.kind.is_response:
             reply = self._pending.pop(_key(msg.id), None)
             if reply is not None:
+                if not self.started and msg.kind is Kind.RESULT:
+                    self.started = True
+                    if self.gate is not None:
+                        self.gate.ok()
                 with contextlib.suppress(ValueError):
                     self._order.remove(reply)
                 reply.put(msg)
@@ -228,6 +292,8 @@ class StdioSession:
         if self.dead is not None:
             return
         self.dead = reason
+        if not self.started and self.gate is not None and reason != "was stopped by the gateway":
+            self.gate.failed()
         err = errors.UpstreamError(errors.UPSTREAM_UNAVAILABLE, f"upstream {self.name!r} process {reason}")
         for r in list(self._pending.values()):
             r.put(err)
