@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import math
 import os
 import resource
 import sys
@@ -78,47 +79,72 @@ def descendants(root: int) -> list[int]:
     return out
 
 
-def _sched_ns(pid: int) -> int:
-    total = 0
+def _sched_ns(pid: int) -> tuple[int, int]:
+    """(ns on CPU of the process's main thread, ns of its other live threads), from schedstat."""
+    main = other = 0
     try:
         tids = os.listdir(f"/proc/{pid}/task")
     except OSError:
-        return 0
+        return 0, 0
     for tid in tids:
         try:
             with open(f"/proc/{pid}/task/{tid}/schedstat", "rb") as f:
-                total += int(f.read().split()[0])
+                ns = int(f.read().split()[0])
         except (OSError, ValueError, IndexError):
-            pass
-    return total
+            continue
+        if int(tid) == pid:
+            main += ns
+        else:
+            other += ns
+    return main, other
 
 
 def cpu_snapshot(root: int) -> dict[str, Any]:
-    """CPU consumed so far by root and its descendants: ticks (stat; incl. reaped children) and ns (schedstat)."""
+    """CPU consumed so far by root and its descendants: ticks (stat; incl. reaped children) and ns (schedstat:
+    live threads only; split into the root's main thread, the root's other threads, and descendant processes)."""
     pids = descendants(root)
     ticks = 0
-    ns = 0
+    ns = {"main_thread": 0, "other_threads": 0, "child_processes": 0}
     for p in pids:
         st = _read_stat(p)
         if st is None:
             continue
         ticks += st[1] + st[2]  # own + reaped children (a live process's reaped children appear nowhere else)
-        ns += _sched_ns(p)
-    return {"ticks": ticks, "ns": ns, "pids": len(pids), "t": time.perf_counter()}
+        main, other = _sched_ns(p)
+        if p == root:
+            ns["main_thread"] += main
+            ns["other_threads"] += other
+        else:
+            ns["child_processes"] += main + other
+    return {"ticks": ticks, "ns": sum(ns.values()), "split": ns, "pids": len(pids), "t": time.perf_counter()}
 
 
 def cpu_delta(a: dict[str, Any], b: dict[str, Any], calls: int, wall: float) -> dict[str, Any]:
     """CPU between two snapshots; utilisation is over wall (the measured window, without the settle time)."""
     cpu_s = (b["ticks"] - a["ticks"]) / CLK_TCK
     cpu_ns_s = (b["ns"] - a["ns"]) / 1e9
+    split = {k: round((b["split"][k] - a["split"].get(k, 0)) / 1e3 / calls, 1) if calls else None for k in b["split"]}
     return {
         "cpu_s": round(cpu_s, 4),
         "cpu_us_per_call": round(cpu_s * 1e6 / calls, 1) if calls else None,
         "cpu_s_schedstat": round(cpu_ns_s, 4),
         "cpu_us_per_call_schedstat": round(cpu_ns_s * 1e6 / calls, 1) if calls else None,
+        "us_per_call_split": split,
         "utilisation": round(cpu_ns_s / wall, 3) if wall > 0 else None,
         "pids": b["pids"],
     }
+
+
+def machine_busy_s() -> float | None:
+    """Busy CPU seconds of the whole machine so far (all CPUs: /proc/stat minus idle and iowait)."""
+    try:
+        with open("/proc/stat", "rb") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    # user nice system idle iowait irq softirq steal guest guest_nice; guest time is already in user
+    busy = sum(fields[:8]) - fields[3] - fields[4]
+    return busy / CLK_TCK
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -139,32 +165,56 @@ async def read_message(resp: aiohttp.ClientResponse, rid: int | str) -> dict[str
             raise CallError("bad-response", "JSON body is not the response to our request")
         return msg
     if ctype.startswith("text/event-stream"):
-        data: list[bytes] = []
-        content = resp.content
-        while True:
-            line = await content.readline()
-            if not line:  # EOF
-                break
-            line = line.rstrip(b"\r\n")
-            if line:
-                if line.startswith(b"data:"):
-                    d = line[5:]
-                    data.append(d[1:] if d[:1] == b" " else d)
-                continue
-            if not data:  # blank line ending an event without data (comment, retry, ...)
-                continue
-            payload = b"\n".join(data)
-            data = []
-            msg = orjson.loads(payload)
-            # Notifications or server->client requests may precede the response; skip them.
-            if isinstance(msg, dict) and "method" not in msg and msg.get("id") == rid:
-                return msg
-        if data:  # stream ended without a trailing blank line
-            msg = orjson.loads(b"\n".join(data))
-            if isinstance(msg, dict) and "method" not in msg and msg.get("id") == rid:
-                return msg
-        raise CallError("bad-response", "SSE stream ended without the response")
+        msg = await read_sse_response(resp, rid)
+        if msg is None:
+            raise CallError("bad-response", "SSE stream ended without the response")
+        return msg
     raise CallError("bad-content-type", ctype or "(none)")
+
+
+async def read_sse_response(resp: aiohttp.ClientResponse, rid: int | str) -> dict[str, Any] | None:
+    """Parse an SSE body as it arrives; return the JSON-RPC response with id rid (skipping notifications and
+    server->client requests that may precede it), or None if the stream ends without it. Lines of any length."""
+    buf = b""
+    scan = 0  # where to look for the next newline in buf
+    data: list[bytes] = []
+    eof = False
+    it = resp.content.iter_any().__aiter__()
+    while True:
+        nl = buf.find(b"\n", scan)
+        if nl < 0:
+            if eof:
+                if not buf and not data:
+                    return None
+                nl = len(buf)  # a last line without newline, then dispatch below
+                buf += b"\n"
+            else:
+                scan = len(buf)
+                try:
+                    buf += await it.__anext__()
+                except StopAsyncIteration:
+                    eof = True
+                continue
+        line = buf[:nl]
+        buf = buf[nl + 1 :]
+        scan = 0
+        if line.endswith(b"\r"):
+            line = line[:-1]
+        if line:
+            if line.startswith(b"data:"):
+                d = line[5:]
+                data.append(d[1:] if d[:1] == b" " else d)
+            if not (eof and not buf):
+                continue
+        if not data:  # an event without data (comment, retry, ...) or a stray blank line
+            if eof and not buf:
+                return None
+            continue
+        payload = b"\n".join(data)
+        data = []
+        msg = orjson.loads(payload)
+        if isinstance(msg, dict) and "method" not in msg and msg.get("id") == rid:
+            return msg
 
 
 class Worker:
@@ -179,8 +229,9 @@ class Worker:
         self.next_id += 1
         return self.next_id
 
-    async def post(self, body: dict[str, Any], extra: dict[str, str] | None = None,
-                   expect_body: bool = True) -> tuple[aiohttp.ClientResponse, dict[str, Any] | None]:
+    async def post(
+        self, body: dict[str, Any], extra: dict[str, str] | None = None, expect_body: bool = True
+    ) -> tuple[aiohttp.ClientResponse, dict[str, Any] | None]:
         headers = dict(self.base_headers)
         if extra:
             headers.update(extra)
@@ -200,8 +251,7 @@ class Worker:
         lg = self.lg
         if lg.era == "2026":
             rid = self._id()
-            body = {"jsonrpc": "2.0", "id": rid, "method": "server/discover",
-                    "params": {"_meta": lg.meta_2026}}
+            body = {"jsonrpc": "2.0", "id": rid, "method": "server/discover", "params": {"_meta": lg.meta_2026}}
             _, msg = await self.post(body, {"MCP-Protocol-Version": V2026, "Mcp-Method": "server/discover"})
             assert msg is not None
             if "result" not in msg:
@@ -209,12 +259,15 @@ class Worker:
             versions = msg["result"].get("supportedVersions") or []
             if V2026 not in versions:
                 raise CallError("discover-failed", f"server does not support {V2026}: {versions}")
-            self.base_headers.update({"MCP-Protocol-Version": V2026, "Mcp-Method": "tools/call",
-                                      "Mcp-Name": lg.tool})
+            self.base_headers.update({"MCP-Protocol-Version": V2026, "Mcp-Method": "tools/call", "Mcp-Name": lg.tool})
             return
         rid = self._id()
-        body = {"jsonrpc": "2.0", "id": rid, "method": "initialize",
-                "params": {"protocolVersion": SESSION_VERSION, "capabilities": {}, "clientInfo": CLIENT_INFO}}
+        body = {
+            "jsonrpc": "2.0",
+            "id": rid,
+            "method": "initialize",
+            "params": {"protocolVersion": SESSION_VERSION, "capabilities": {}, "clientInfo": CLIENT_INFO},
+        }
         resp, msg = await self.post(body)
         assert msg is not None
         if "result" not in msg:
@@ -230,8 +283,9 @@ class Worker:
         if self.sid is None:
             return
         with contextlib.suppress(Exception):
-            async with self.lg.http.delete(self.lg.url, headers=self.base_headers,
-                                           timeout=aiohttp.ClientTimeout(total=2)) as resp:
+            async with self.lg.http.delete(
+                self.lg.url, headers=self.base_headers, timeout=aiohttp.ClientTimeout(total=2)
+            ) as resp:
                 await resp.read()
 
     async def call(self) -> None:
@@ -263,11 +317,11 @@ class Worker:
             t0 = time.perf_counter_ns()
             try:
                 await self.call()  # bounded by the session's per-request total timeout
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 phase.error("timeout", f"no response within {lg.request_timeout}s")
             except CallError as exc:
                 phase.error(exc.kind, str(exc))
-            except (aiohttp.ClientError, OSError, ValueError) as exc:
+            except Exception as exc:  # any failure of one call is an error of that call, not of the run
                 phase.error(type(exc).__name__, str(exc)[:200])
             else:
                 if phase.record:
@@ -303,7 +357,7 @@ def percentile(sorted_ns: list[int], q: float) -> float | None:
     """Nearest-rank percentile, in milliseconds."""
     if not sorted_ns:
         return None
-    k = max(0, min(len(sorted_ns) - 1, int(round(q / 100.0 * len(sorted_ns) + 0.5)) - 1))
+    k = max(0, min(len(sorted_ns) - 1, math.ceil(q / 100.0 * len(sorted_ns)) - 1))
     return round(sorted_ns[k] / 1e6, 4)
 
 
@@ -324,25 +378,37 @@ class LoadGen:
             name, _, pid = w.partition("=")
             self.watch[name] = int(pid)
         self.arguments: dict[str, Any] = {"text": ECHO_TEXT} if self.tool == "echo" else {}
-        self.meta_2026 = {META_VERSION: V2026, "io.modelcontextprotocol/clientInfo": CLIENT_INFO,
-                          "io.modelcontextprotocol/clientCapabilities": {}}
+        self.meta_2026 = {
+            META_VERSION: V2026,
+            "io.modelcontextprotocol/clientInfo": CLIENT_INFO,
+            "io.modelcontextprotocol/clientCapabilities": {},
+        }
         self.http: aiohttp.ClientSession  # set in run()
         self.result: dict[str, Any] = {
-            "url": self.url, "concurrency": self.concurrency, "tool": self.tool, "era": self.era,
-            "calls_requested": self.calls, "warmup": self.warmup, "aborted": False,
+            "url": self.url,
+            "concurrency": self.concurrency,
+            "tool": self.tool,
+            "era": self.era,
+            "calls_requested": self.calls,
+            "warmup": self.warmup,
+            "aborted": False,
         }
 
     async def run(self) -> dict[str, Any]:
         conn = aiohttp.TCPConnector(limit=0, keepalive_timeout=60)
-        async with aiohttp.ClientSession(connector=conn, auto_decompress=False,
-                                         timeout=aiohttp.ClientTimeout(total=self.request_timeout, sock_connect=10),
-                                         skip_auto_headers=("User-Agent",)) as http:
+        async with aiohttp.ClientSession(
+            connector=conn,
+            auto_decompress=False,
+            timeout=aiohttp.ClientTimeout(total=self.request_timeout, sock_connect=10),
+            skip_auto_headers=("User-Agent",),
+        ) as http:
             self.http = http
             workers = [Worker(self, i) for i in range(self.concurrency)]
             try:
                 # Sessions (bounded by the request timeout each).
                 setup = await asyncio.gather(
-                    *(asyncio.wait_for(w.setup(), self.request_timeout) for w in workers), return_exceptions=True)
+                    *(asyncio.wait_for(w.setup(), self.request_timeout) for w in workers), return_exceptions=True
+                )
                 failed = [repr(e) for e in setup if isinstance(e, BaseException)]
                 if failed:
                     self.result.update(setup_failures=len(failed), setup_error_samples=failed[:5])
@@ -356,6 +422,7 @@ class LoadGen:
                 # Measured window.
                 phase = Phase(self.calls, None, record=True)
                 before = {n: cpu_snapshot(p) for n, p in self.watch.items()}
+                busy0 = machine_busy_s()
                 ru0 = resource.getrusage(resource.RUSAGE_SELF)
                 t0 = time.perf_counter()
                 phase.deadline = t0 + self.max_seconds
@@ -363,12 +430,21 @@ class LoadGen:
                 await asyncio.gather(*(w.run_phase(phase) for w in workers))
                 wall = time.perf_counter() - t0
                 ru1 = resource.getrusage(resource.RUSAGE_SELF)
+                busy1 = machine_busy_s()
+                at_end = {n: cpu_snapshot(p) for n, p in self.watch.items()}
                 if self.settle > 0:
                     await asyncio.sleep(self.settle)
                 after = {n: cpu_snapshot(p) for n, p in self.watch.items()}
                 self._summarise(phase, wall, ru0, ru1)
                 self.result["cpu"] = {n: cpu_delta(before[n], after[n], phase.started, wall) for n in self.watch}
                 self.result["settle_s"] = self.settle
+                # CPU used on this machine during the window by processes other than loadgen and the watched ones
+                # (other people's work on a shared machine), in cores.
+                if busy0 is not None and busy1 is not None and wall > 0:
+                    ours = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
+                    ours += sum((at_end[n]["ns"] - before[n]["ns"]) / 1e9 for n in self.watch)
+                    self.result["machine_busy_cores"] = round((busy1 - busy0) / wall, 3)
+                    self.result["foreign_cores"] = round(max(0.0, (busy1 - busy0) - ours) / wall, 3)
             finally:
                 await asyncio.gather(*(asyncio.wait_for(w.teardown(), 3) for w in workers), return_exceptions=True)
         return self.result
@@ -428,10 +504,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-seconds", type=float, default=30.0, help="no new measured calls after this long")
     ap.add_argument("--hard-timeout", type=float, default=120.0, help="abort everything after this long")
     ap.add_argument("--request-timeout", type=float, default=10.0)
-    ap.add_argument("--settle", type=float, default=0.3,
-                    help="seconds to wait after the window before the final CPU sample of watched processes")
-    ap.add_argument("--watch", action="append", default=[], metavar="NAME=PID",
-                    help="report CPU per call of this process and its descendants (repeatable)")
+    ap.add_argument(
+        "--settle",
+        type=float,
+        default=0.3,
+        help="seconds to wait after the window before the final CPU sample of watched processes",
+    )
+    ap.add_argument(
+        "--watch",
+        action="append",
+        default=[],
+        metavar="NAME=PID",
+        help="report CPU per call of this process and its descendants (repeatable)",
+    )
     ap.add_argument("--no-check", action="store_true", help="do not check tool results")
     ap.add_argument("--cpu", type=int, default=None, help="pin this process to that CPU")
     args = ap.parse_args(argv)

@@ -75,8 +75,9 @@ class RawProxy:
                 headers[name] = v
         body = await request.read() if request.can_read_body else None
         try:
-            async with self.session.request(request.method, self.upstream, data=body, headers=headers,
-                                            allow_redirects=False) as up:
+            async with self.session.request(
+                request.method, self.upstream, data=body, headers=headers, allow_redirects=False
+            ) as up:
                 rh = up.headers
                 out_headers = {}
                 for name in RESP_HEADERS:
@@ -86,8 +87,7 @@ class RawProxy:
                 clen = up.content_length
                 if clen is not None and clen <= BUFFER_MAX:
                     # A sized, small body (a JSON answer): one write back instead of headers + chunks.
-                    return web.Response(status=up.status, reason=up.reason, headers=out_headers,
-                                        body=await up.read())
+                    return web.Response(status=up.status, reason=up.reason, headers=out_headers, body=await up.read())
                 resp = web.StreamResponse(status=up.status, reason=up.reason, headers=out_headers)
                 if clen is not None:
                     resp.content_length = clen
@@ -96,7 +96,7 @@ class RawProxy:
                     await resp.write(chunk)
                 await resp.write_eof()
                 return resp
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             return web.Response(status=502, text=f"upstream error: {exc!r}")
 
 

@@ -105,8 +105,9 @@ class Upstream:
         self.sessions: set[str] = set()
 
     # -- helpers -------------------------------------------------------------------------------------------------
-    def _reply(self, request: web.Request, payload: bytes, headers: dict[str, str] | None = None,
-               status: int = 200) -> web.Response:
+    def _reply(
+        self, request: web.Request, payload: bytes, headers: dict[str, str] | None = None, status: int = 200
+    ) -> web.Response:
         if self.sse and status == 200 and SSE_CT in request.headers.get("Accept", ""):
             body = b"event: message\ndata: " + payload + b"\n\n"
             h = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -152,8 +153,9 @@ class Upstream:
         if method == "server/discover" or meta_version is not None:
             hdr_version = request.headers.get("MCP-Protocol-Version")
             if meta_version is not None and meta_version not in ALL_VERSIONS:
-                return self._err_response(rid, 400, -32022, "unsupported protocol version",
-                                          {"supported": list(ALL_VERSIONS)})
+                return self._err_response(
+                    rid, 400, -32022, "unsupported protocol version", {"supported": list(ALL_VERSIONS)}
+                )
             if meta_version is not None and hdr_version is not None and hdr_version != meta_version:
                 return self._err_response(rid, 400, -32020, "MCP-Protocol-Version header does not match _meta")
             hdr_method = request.headers.get("Mcp-Method")
@@ -169,8 +171,7 @@ class Upstream:
             version = wanted if wanted in SESSION_VERSIONS else LATEST_SESSION
             sid = secrets.token_urlsafe(24)
             self.sessions.add(sid)
-            result = orjson.dumps({"protocolVersion": version, "capabilities": CAPABILITIES,
-                                   "serverInfo": SERVER_INFO})
+            result = orjson.dumps({"protocolVersion": version, "capabilities": CAPABILITIES, "serverInfo": SERVER_INFO})
             return self._reply(request, self._result(rid, result), {"Mcp-Session-Id": sid})
         sid = request.headers.get("Mcp-Session-Id")
         if sid is None:
@@ -224,6 +225,7 @@ class Upstream:
 
 async def serve(port: int, sse: bool, host: str = "127.0.0.1") -> None:
     up = Upstream(sse)
+
     async def handler(request: web.BaseRequest) -> web.StreamResponse:
         # aiohttp's low-level server: no router, no middlewares, no access log.
         if request.path != "/mcp":
