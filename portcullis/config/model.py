@@ -28,6 +28,10 @@ class ServerConfig(_Strict):
     cwd: str | None = None
     url: str | None = None
     transport: Literal["streamable-http", "sse", "stdio"] | None = None
+    era: Literal["auto", "session", "stateless", "both"] = Field(
+        default="auto",
+        description="which MCP wire era the upstream speaks; auto probes an HTTP upstream once (stdio: session)",
+    )
     headers: dict[str, str] = Field(default_factory=dict)
     connect_timeout: float = Field(default=10.0, gt=0)
     call_timeout: float = Field(default=300.0, gt=0)

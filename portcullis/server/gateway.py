@@ -18,6 +18,7 @@ from portcullis.flow import Record
 from portcullis.pipeline import Pipeline, Stage
 from portcullis.pipeline.record import RecordStage, event_record
 from portcullis.server.sessions import GatewaySession, SessionTable
+from portcullis.server.translation import EraProbe, SharedUpstream
 from portcullis.store.writer import Item, SessionEnd, SessionOpen, StoreWriter
 from portcullis.tasks import spawn
 from portcullis.upstream.http import HttpUpstream
@@ -44,6 +45,8 @@ class Gateway:
         self.http_upstreams: dict[str, HttpUpstream] = {}
         self.stdio_servers: dict[str, ServerConfig] = {}
         self.restart_gates: dict[str, RestartGate] = {}
+        self.era_probe = EraProbe()
+        self._shared: dict[str, SharedUpstream] = {}
         self._reaper: asyncio.Task[None] | None = None
         self.draining = False
         self._background: set[asyncio.Task[Any]] = set()
@@ -79,6 +82,8 @@ class Gateway:
                 await t
         for s in self.sessions.all():
             await self.end_session(s, "gateway shutdown", notify_upstream=False)
+        for shared in self._shared.values():
+            await shared.close()
         if self.http is not None:
             await self.http.close()
         self.writer.close()
@@ -88,6 +93,38 @@ class Gateway:
         task = spawn(coro, name=name)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+    async def speaks_stateless(self, server: str) -> bool:
+        """Whether 2026-07-28 requests can go to this upstream as they are (else: a shared session translates)."""
+        cfg = self.config.servers[server]
+        if cfg.era in ("stateless", "both"):
+            return True
+        if cfg.era == "session" or server not in self.http_upstreams:
+            return False
+        return await self.era_probe.speaks_stateless(self.http_upstreams[server])
+
+    async def needs_stateless_session(self, server: str) -> bool:
+        """Whether a session-era client of this upstream must be translated to 2026-07-28 requests."""
+        cfg = self.config.servers[server]
+        if cfg.era == "stateless":
+            return True
+        if cfg.era in ("session", "both") or server not in self.http_upstreams:
+            return False
+        up = self.http_upstreams[server]
+        return not await self.era_probe.speaks_session(up) and await self.era_probe.speaks_stateless(up)
+
+    def shared(self, server: str) -> SharedUpstream:
+        """The gateway's own session with a session-era upstream, for 2026-07-28 clients."""
+        s = self._shared.get(server)
+        if s is None:
+            s = SharedUpstream(
+                server,
+                self.config.servers[server],
+                self.http_upstreams.get(server),
+                self.config.limits.max_sse_event_bytes,
+            )
+            self._shared[server] = s
+        return s
 
     def known(self, server: str) -> bool:
         return server in self.http_upstreams or server in self.stdio_servers

@@ -22,13 +22,13 @@ from portcullis.flow import Direction, Flow, Outcome
 from portcullis.pipeline.record import event_record
 from portcullis.server.gateway import Gateway
 from portcullis.server.sessions import GatewaySession, StreamBuffer, mint_session_id
+from portcullis.server.translation import LocalReply, stateless_send
 from portcullis.upstream.http import HttpReply, Priming
-from portcullis.upstream.stdio import StdioSession
+from portcullis.upstream.stdio import Done, StdioSession
 from portcullis.wire import sse
 from portcullis.wire.jsonrpc import Kind, Message, error_body, error_message, parse_body
 from portcullis.wire.mcp import (
     BATCH_VERSIONS,
-    SESSION_VERSIONS,
     STATELESS_VERSIONS,
     Era,
     accepts,
@@ -180,13 +180,6 @@ class McpEndpoint:
                 raise ProtocolError(
                     400, errors.INVALID_REQUEST, "Invalid Request: clients send no responses in 2026-07-28"
                 )
-            if server in self.gw.stdio_servers:
-                raise ProtocolError(
-                    400,
-                    errors.UNSUPPORTED_PROTOCOL_VERSION,
-                    f"Unsupported protocol version: server {server!r} is a session-era stdio server; use initialize",
-                    {"supported": list(SESSION_VERSIONS)},
-                )
             return await self._relay(request, server, Era.STATELESS, msg, None, version)
         raise ProtocolError(400, errors.INVALID_REQUEST, "Bad Request: Mcp-Session-Id header is required")
 
@@ -215,6 +208,9 @@ class McpEndpoint:
                 seen = self.gw.pipeline.run_request(flow)
                 return await self._answer_upstream_error(flow, seen, exc)
             session.stdio = stdio
+        elif await self.gw.needs_stateless_session(server):
+            session.to_stateless = True
+            session.init_params = dict(msg.params)
         return await self._relay(request, server, Era.SESSION, msg, session, session.protocol_version, new=True)
 
     # --- relaying one client message ------------------------------------------------------------------------
@@ -289,10 +285,29 @@ class McpEndpoint:
     async def _send_upstream(
         self, request: web.Request, server: str, flow: Flow, session: GatewaySession | None
     ) -> Any:
-        if session is not None and session.stdio is not None:
-            return await session.stdio.send(flow.request)
-        up = self.gw.http_upstreams[server]
-        return await up.send("POST", flow.request.raw, request.headers, session.upstream_session if session else None)
+        msg = flow.request
+        if session is None:  # a 2026-07-28 request
+            if await self.gw.speaks_stateless(server):
+                return await self.gw.http_upstreams[server].send("POST", msg.raw, request.headers, None)
+            return await self.gw.shared(server).forward(msg)  # the upstream speaks only the session era
+        if session.stdio is not None:
+            return await session.stdio.send(msg)
+        if session.to_stateless:
+            return await self._to_stateless(session, msg)
+        return await self.gw.http_upstreams[server].send("POST", msg.raw, request.headers, session.upstream_session)
+
+    async def _to_stateless(self, session: GatewaySession, msg: Message) -> Any:
+        """A session-era client's message to a 2026-07-28-only upstream: the gateway keeps the session itself."""
+        if msg.kind is not Kind.REQUEST:
+            return Done()  # initialized, cancelled (2026-07-28 cancels by closing a stream), responses: nothing to send
+        if msg.method == "ping":
+            return LocalReply({"jsonrpc": "2.0", "id": msg.id, "result": {}})
+        if msg.method == "logging/setLevel":
+            level = msg.params.get("level")
+            session.log_level = level if isinstance(level, str) else None
+            return LocalReply({"jsonrpc": "2.0", "id": msg.id, "result": {}})
+        up = self.gw.http_upstreams[session.server]
+        return await stateless_send(up, msg, session.init_params, session.log_level)
 
     async def _answer_upstream_error(self, flow: Flow, seen: int, exc: UpstreamError) -> web.StreamResponse:
         flow.fail(exc.code, exc.message, by="upstream", outcome=Outcome.UPSTREAM_FAILED)
@@ -340,7 +355,7 @@ class McpEndpoint:
             await session.stdio.close()
 
     async def _single_reply(
-        self, flow: Flow, seen: int, reply: HttpReply, session: GatewaySession | None, new: bool
+        self, flow: Flow, seen: int, reply: Any, session: GatewaySession | None, new: bool
     ) -> web.StreamResponse:
         gw = self.gw
         try:
@@ -467,6 +482,8 @@ class McpEndpoint:
             resumed = await self._resume(request, session, last)
             if resumed is not None:
                 return resumed
+        if session.to_stateless:
+            return web.Response(status=405, headers={"Allow": "POST, DELETE"})  # a 2026-07-28 upstream has no stream
         if session.stdio is not None:
             if session.get_stream_open:
                 raise ProtocolError(409, errors.INVALID_REQUEST, "Conflict: a standalone stream is already open")

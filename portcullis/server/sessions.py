@@ -8,6 +8,7 @@ import secrets
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Any
 
 from portcullis.upstream.stdio import StdioSession
 from portcullis.wire.mcp import Era
@@ -75,6 +76,10 @@ class GatewaySession:
     established: bool = False
     get_stream_open: bool = False
     buffer_size: int = 256
+    # a session-era client in front of a 2026-07-28-only upstream: the gateway keeps the session itself
+    to_stateless: bool = False
+    init_params: dict[str, Any] = field(default_factory=dict)
+    log_level: str | None = None
 
     def new_stream(self) -> StreamBuffer:
         self.stream_seq += 1
