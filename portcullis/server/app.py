@@ -12,6 +12,7 @@ from aiohttp import web
 
 from portcullis.config.model import Config
 from portcullis.server.gateway import Gateway
+from portcullis.server.legacy_sse import LegacySseEndpoint
 from portcullis.server.mcp_endpoint import McpEndpoint
 from portcullis.store.db import ensure_schema, make_engine
 
@@ -27,7 +28,10 @@ def build_app(config: Config) -> web.Application:
     endpoint = McpEndpoint(gw)
     app = web.Application(client_max_size=config.limits.max_body_bytes)
     app[GATEWAY_KEY] = gw
+    legacy = LegacySseEndpoint(endpoint)
     app.router.add_route("*", "/mcp/{server}", endpoint.handle)
+    app.router.add_get("/mcp/{server}/sse", legacy.open)
+    app.router.add_post("/mcp/{server}/messages", legacy.post)
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)
 

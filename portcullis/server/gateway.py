@@ -22,7 +22,9 @@ from portcullis.server.translation import EraProbe, SharedUpstream
 from portcullis.store.writer import Item, SessionEnd, SessionOpen, StoreWriter
 from portcullis.tasks import spawn
 from portcullis.upstream.http import HttpUpstream
-from portcullis.upstream.stdio import RestartGate
+from portcullis.upstream.routed import RestartGate, RoutedSession
+from portcullis.upstream.sse import LegacySseSession
+from portcullis.upstream.stdio import StdioSession
 
 log = logging.getLogger("portcullis.gateway")
 
@@ -43,7 +45,7 @@ class Gateway:
         self.durable = config.recording.durability == "commit"
         self.http: aiohttp.ClientSession | None = None
         self.http_upstreams: dict[str, HttpUpstream] = {}
-        self.stdio_servers: dict[str, ServerConfig] = {}
+        self.channel_servers: dict[str, ServerConfig] = {}  # stdio and legacy SSE: one channel per session
         self.restart_gates: dict[str, RestartGate] = {}
         self.era_probe = EraProbe()
         self._shared: dict[str, SharedUpstream] = {}
@@ -60,8 +62,8 @@ class Gateway:
         )
         lim = self.config.limits
         for name, scfg in self.config.servers.items():
-            if scfg.kind == "stdio":
-                self.stdio_servers[name] = scfg
+            if scfg.kind in ("stdio", "sse"):
+                self.channel_servers[name] = scfg
                 self.restart_gates[name] = RestartGate(scfg.restart_backoff_max)
             else:
                 self.http_upstreams[name] = HttpUpstream(
@@ -113,21 +115,29 @@ class Gateway:
         up = self.http_upstreams[server]
         return not await self.era_probe.speaks_session(up) and await self.era_probe.speaks_stateless(up)
 
+    def new_channel(self, server: str, gated: bool = True) -> RoutedSession:
+        """A new stdio child or legacy SSE connection for one session of ``server`` (not started yet)."""
+        cfg = self.channel_servers[server]
+        gate = self.restart_gates[server] if gated else None
+        lim = self.config.limits.max_sse_event_bytes
+        if cfg.kind == "stdio":
+            return StdioSession(server, cfg, lim, gate)
+        assert self.http is not None
+        return LegacySseSession(server, cfg, self.http, lim, gate)
+
     def shared(self, server: str) -> SharedUpstream:
         """The gateway's own session with a session-era upstream, for 2026-07-28 clients."""
         s = self._shared.get(server)
         if s is None:
+            http = self.http_upstreams.get(server)
             s = SharedUpstream(
-                server,
-                self.config.servers[server],
-                self.http_upstreams.get(server),
-                self.config.limits.max_sse_event_bytes,
+                server, http, None if http is not None else lambda: self.new_channel(server, gated=False)
             )
             self._shared[server] = s
         return s
 
     def known(self, server: str) -> bool:
-        return server in self.http_upstreams or server in self.stdio_servers
+        return server in self.http_upstreams or server in self.channel_servers
 
     # --- recording -----------------------------------------------------------------------------------------
 
@@ -181,8 +191,8 @@ class Gateway:
             return
         for buf in s.streams.values():
             buf.close()
-        if s.stdio is not None:
-            await s.stdio.close()
+        if s.channel is not None:
+            await s.channel.close()
         elif notify_upstream and s.upstream_session is not None and s.server in self.http_upstreams:
             up = self.http_upstreams[s.server]
             with contextlib.suppress(Exception):

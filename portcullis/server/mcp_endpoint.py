@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import orjson
@@ -24,7 +24,7 @@ from portcullis.server.gateway import Gateway
 from portcullis.server.sessions import GatewaySession, StreamBuffer, mint_session_id
 from portcullis.server.translation import LocalReply, stateless_send
 from portcullis.upstream.http import HttpReply, Priming
-from portcullis.upstream.stdio import Done, StdioSession
+from portcullis.upstream.routed import Done
 from portcullis.wire import sse
 from portcullis.wire.jsonrpc import Kind, Message, error_body, error_message, parse_body
 from portcullis.wire.mcp import (
@@ -143,10 +143,10 @@ class McpEndpoint:
             session = self.gw.sessions.get(sid)
             if session is None or session.server != server:
                 raise ProtocolError(404, errors.SESSION_NOT_FOUND, "Not Found: unknown or ended session")
-            if session.stdio is not None and session.stdio.dead is not None:
-                # the session's process is gone: end the session, so the client starts a new one (and a new child)
-                await self.gw.end_session(session, f"upstream process {session.stdio.dead}")
-                raise ProtocolError(404, errors.SESSION_NOT_FOUND, "Not Found: the session's upstream process exited")
+            if session.channel is not None and session.channel.dead is not None:
+                # the session's child or connection is gone: end the session, so the client starts a new one
+                await self.gw.end_session(session, f"upstream {session.channel.what} {session.channel.dead}")
+                raise ProtocolError(404, errors.SESSION_NOT_FOUND, "Not Found: the session's upstream has gone")
             if isinstance(parsed, list):
                 if session.protocol_version not in BATCH_VERSIONS:
                     raise ProtocolError(
@@ -194,20 +194,15 @@ class McpEndpoint:
             protocol_version=version if isinstance(version, str) else None,
             buffer_size=self.gw.config.limits.stream_buffer_events,
         )
-        if server in self.gw.stdio_servers:
-            stdio = StdioSession(
-                server,
-                self.gw.stdio_servers[server],
-                self.gw.config.limits.max_sse_event_bytes,
-                self.gw.restart_gates[server],
-            )
+        if server in self.gw.channel_servers:
+            channel = self.gw.new_channel(server)
             try:
-                await stdio.start()
+                await channel.start()
             except UpstreamError as exc:
                 flow = Flow(server, Era.SESSION, Direction.C2S, msg, session_id=session.id)
                 seen = self.gw.pipeline.run_request(flow)
                 return await self._answer_upstream_error(flow, seen, exc)
-            session.stdio = stdio
+            session.channel = channel
         elif await self.gw.needs_stateless_session(server):
             session.to_stateless = True
             session.init_params = dict(msg.params)
@@ -231,8 +226,8 @@ class McpEndpoint:
         )
         seen = gw.pipeline.run_request(flow)
         if flow.response is not None:  # a stage answered: the upstream never sees it
-            if new and session is not None and session.stdio is not None:
-                await session.stdio.close()
+            if new and session is not None and session.channel is not None:
+                await session.channel.close()
             gw.pipeline.run_response(flow, seen)
             return await self._json_reply(flow, session, 200 if msg.kind is Kind.REQUEST else 403)
         try:
@@ -243,10 +238,10 @@ class McpEndpoint:
         except StoreError as exc:
             return self._store_refusal(flow, exc, session, new)
         try:
-            reply = await self._send_upstream(request, server, flow, session)
+            reply = await self._send_upstream(request.headers, server, flow, session)
         except UpstreamError as exc:
-            if new and session is not None and session.stdio is not None:
-                await session.stdio.close()
+            if new and session is not None and session.channel is not None:
+                await session.channel.close()
             return await self._answer_upstream_error(flow, seen, exc)
         if new and session is not None and reply.session_id is not None:
             session.upstream_session = reply.session_id
@@ -283,18 +278,18 @@ class McpEndpoint:
             return self._store_refusal(flow, exc, session, new)
 
     async def _send_upstream(
-        self, request: web.Request, server: str, flow: Flow, session: GatewaySession | None
+        self, headers: Mapping[str, str], server: str, flow: Flow, session: GatewaySession | None
     ) -> Any:
         msg = flow.request
         if session is None:  # a 2026-07-28 request
             if await self.gw.speaks_stateless(server):
-                return await self.gw.http_upstreams[server].send("POST", msg.raw, request.headers, None)
+                return await self.gw.http_upstreams[server].send("POST", msg.raw, headers, None)
             return await self.gw.shared(server).forward(msg)  # the upstream speaks only the session era
-        if session.stdio is not None:
-            return await session.stdio.send(msg)
+        if session.channel is not None:
+            return await session.channel.send(msg)
         if session.to_stateless:
             return await self._to_stateless(session, msg)
-        return await self.gw.http_upstreams[server].send("POST", msg.raw, request.headers, session.upstream_session)
+        return await self.gw.http_upstreams[server].send("POST", msg.raw, headers, session.upstream_session)
 
     async def _to_stateless(self, session: GatewaySession, msg: Message) -> Any:
         """A session-era client's message to a 2026-07-28-only upstream: the gateway keeps the session itself."""
@@ -322,7 +317,7 @@ class McpEndpoint:
         log.error("refusing a message: %s", exc)
         if new and session is not None:
             self.gw.sessions.pop(session.id)
-            if session.stdio is not None:
+            if session.channel is not None:
                 self.gw.record_event(flow.server, session.id, "session_abort", "store unavailable")
         return json_error(
             503,
@@ -351,8 +346,8 @@ class McpEndpoint:
             session.established = True
             ci = flow.request.params.get("clientInfo")
             await self.gw.open_session(session, orjson.dumps(ci).decode() if ci is not None else None)
-        elif session.stdio is not None:
-            await session.stdio.close()
+        elif session.channel is not None:
+            await session.channel.close()
 
     async def _single_reply(
         self, flow: Flow, seen: int, reply: Any, session: GatewaySession | None, new: bool
@@ -484,10 +479,10 @@ class McpEndpoint:
                 return resumed
         if session.to_stateless:
             return web.Response(status=405, headers={"Allow": "POST, DELETE"})  # a 2026-07-28 upstream has no stream
-        if session.stdio is not None:
+        if session.channel is not None:
             if session.get_stream_open:
                 raise ProtocolError(409, errors.INVALID_REQUEST, "Conflict: a standalone stream is already open")
-            return await self._listen_stream(request, session, _aiter(session.stdio.listen()), None)
+            return await self._listen_stream(request, session, _aiter(session.channel.listen()), None)
         up = self.gw.http_upstreams[server]
         try:
             reply = await up.send("GET", None, request.headers, session.upstream_session)
@@ -683,8 +678,8 @@ class _StreamJob:
             await self.messages.aclose()  # type: ignore[attr-defined]
         if not self.done and self.writer.gone:
             gw.record_event(flow.server, flow.session_id, "client_gone", f"client closed the stream of flow {flow.id}")
-        if self.session is not None and self.session.stdio is not None:
-            self.session.stdio.forget(self.reply)  # cancels it upstream if it is still open
+        if self.session is not None and self.session.channel is not None:
+            self.session.channel.forget(self.reply)  # cancels it upstream if it is still open
         self.writer.close()
 
 

@@ -10,7 +10,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from portcullis.upstream.stdio import StdioSession
+from portcullis.upstream.routed import RoutedSession
 from portcullis.wire.mcp import Era
 
 
@@ -68,7 +68,7 @@ class GatewaySession:
     era: Era
     protocol_version: str | None = None
     upstream_session: str | None = None
-    stdio: StdioSession | None = None
+    channel: RoutedSession | None = None  # stdio child or legacy SSE connection of this session
     created: float = field(default_factory=time.monotonic)
     last_seen: float = field(default_factory=time.monotonic)
     streams: dict[int, StreamBuffer] = field(default_factory=dict)
@@ -78,6 +78,7 @@ class GatewaySession:
     buffer_size: int = 256
     # a session-era client in front of a 2026-07-28-only upstream: the gateway keeps the session itself
     to_stateless: bool = False
+    legacy: bool = False  # a 2024-11-05 HTTP+SSE client
     init_params: dict[str, Any] = field(default_factory=dict)
     log_level: str | None = None
 

@@ -15,15 +15,14 @@ import asyncio
 import contextlib
 import itertools
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import orjson
 
 from portcullis import errors
-from portcullis.config.model import ServerConfig
 from portcullis.upstream.http import HttpUpstream, Priming
-from portcullis.upstream.stdio import Done, StdioSession
+from portcullis.upstream.routed import Done, RoutedSession
 from portcullis.wire import translate
 from portcullis.wire.jsonrpc import Kind, Message, MsgId, error_body
 from portcullis.wire.mcp import LATEST_SESSION_VERSION
@@ -121,15 +120,14 @@ class MappedReply:
 class SharedUpstream:
     """The gateway's own session with a session-era upstream, used by every 2026-07-28 client of that server."""
 
-    def __init__(self, name: str, cfg: ServerConfig, http: HttpUpstream | None, max_line: int) -> None:
+    def __init__(self, name: str, http: HttpUpstream | None, new_channel: Callable[[], RoutedSession] | None) -> None:
         self.name = name
-        self.cfg = cfg
         self.http = http
-        self._max_line = max_line
+        self._new_channel = new_channel
         self._lock = asyncio.Lock()
         self._ids = itertools.count(1)
         self.upstream_session: str | None = None
-        self.stdio: StdioSession | None = None
+        self.channel: RoutedSession | None = None
         self.init_result: dict[str, Any] | None = None
         self.version = LATEST_SESSION_VERSION
 
@@ -137,10 +135,10 @@ class SharedUpstream:
         return f"portcullis-{next(self._ids)}"
 
     async def ensure(self) -> None:
-        if self.init_result is not None and (self.stdio is None or self.stdio.dead is None):
+        if self.init_result is not None and (self.channel is None or self.channel.dead is None):
             return
         async with self._lock:
-            if self.init_result is not None and (self.stdio is None or self.stdio.dead is None):
+            if self.init_result is not None and (self.channel is None or self.channel.dead is None):
                 return
             await self._initialize()
 
@@ -154,11 +152,12 @@ class SharedUpstream:
         }
         msg = Message(orjson.dumps(init), init, Kind.REQUEST)
         if self.http is None:
-            if self.stdio is not None:
-                await self.stdio.close()
-            self.stdio = StdioSession(self.name, self.cfg, self._max_line)
-            await self.stdio.start()
-            reply: Any = await self.stdio.send(msg)
+            if self.channel is not None:
+                await self.channel.close()
+            assert self._new_channel is not None
+            self.channel = self._new_channel()
+            await self.channel.start()
+            reply: Any = await self.channel.send(msg)
         else:
             reply = await self.http.send("POST", msg.raw, _session_headers(self.version), None)
         result = None
@@ -184,8 +183,8 @@ class SharedUpstream:
 
     async def _send_raw(self, msg: Message, quiet: bool = False) -> Any:
         if self.http is None:
-            assert self.stdio is not None
-            return await self.stdio.send(msg)
+            assert self.channel is not None
+            return await self.channel.send(msg)
         reply = await self.http.send("POST", msg.raw, _session_headers(self.version), self.upstream_session)
         if quiet:
             await reply.aclose()
@@ -219,8 +218,8 @@ class SharedUpstream:
             await self._send_raw(Message(orjson.dumps(err), err, Kind.ERROR), quiet=True)
 
     async def close(self) -> None:
-        if self.stdio is not None:
-            await self.stdio.close()
+        if self.channel is not None:
+            await self.channel.close()
         elif self.http is not None and self.upstream_session is not None:
             with contextlib.suppress(Exception):
                 reply = await self.http.send("DELETE", None, _session_headers(self.version), self.upstream_session)

@@ -123,14 +123,27 @@ def encode_header_value(value: str) -> str:
     return "=?base64?" + base64.b64encode(value.encode()).decode("ascii") + "?="
 
 
+ENVELOPE_KEYS = frozenset({META_VERSION_KEY, CLIENT_CAPABILITIES_KEY, CLIENT_INFO_KEY, LOG_LEVEL_KEY})
+
+
 def rewrite_request(body: JsonObject, new_id: str) -> tuple[JsonObject, object]:
-    """A copy of a request with a gateway-unique id (and progress token); returns it and the old progress token."""
+    """A 2026-07-28 request made fit for a shared session-era upstream session.
+
+    It gets a gateway-unique id (and progress token), and loses the per-request envelope keys in ``_meta``, which a
+    session-era server may refuse. Returns it and the client's progress token.
+    """
     out = {**body, "id": new_id}
     params = body.get("params")
     old_token: object = None
     if isinstance(params, dict):
         meta = params.get("_meta")
-        if isinstance(meta, dict) and "progressToken" in meta:
-            old_token = meta["progressToken"]
-            out["params"] = {**params, "_meta": {**meta, "progressToken": new_id}}
+        if isinstance(meta, dict):
+            new_meta = {k: v for k, v in meta.items() if k not in ENVELOPE_KEYS}
+            if "progressToken" in meta:
+                old_token = meta["progressToken"]
+                new_meta["progressToken"] = new_id
+            new_params = {**params, "_meta": new_meta}
+            if not new_meta:
+                del new_params["_meta"]
+            out["params"] = new_params
     return out, old_token

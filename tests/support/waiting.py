@@ -1,0 +1,24 @@
+"""A bounded wait for something another process does on its own time (no fixed sleeps)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+async def eventually(check: Callable[[], T], timeout: float = 10.0, what: str = "condition") -> T:
+    """Return ``check()`` as soon as it is truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    delay = 0.005
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} did not happen within {timeout} s")
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 0.1)
