@@ -35,6 +35,7 @@ log = logging.getLogger("portcullis.legacy_sse")
 
 LEGACY_VERSION = "2024-11-05"
 KEEPALIVE_SECONDS = 15.0
+DISCONNECT_CHECK_SECONDS = 0.5
 
 
 class _QueueSink:
@@ -84,11 +85,19 @@ class LegacySseEndpoint:
         try:
             endpoint = f"/mcp/{server}/messages?session_id={session.id}"
             await resp.write(f"event: endpoint\ndata: {endpoint}\n\n".encode())
+            idle = 0.0
             while True:
                 try:
-                    frame = await asyncio.wait_for(sink.q.get(), KEEPALIVE_SECONDS)
+                    frame = await asyncio.wait_for(sink.q.get(), DISCONNECT_CHECK_SECONDS)
                 except TimeoutError:
+                    # aiohttp does not cancel a handler whose client left: look at the connection ourselves
+                    if request.transport is None or request.transport.is_closing():
+                        break
+                    idle += DISCONNECT_CHECK_SECONDS
+                    if idle < KEEPALIVE_SECONDS:
+                        continue
                     frame = b": keep-alive\n\n"
+                idle = 0.0
                 if frame is None:
                     break
                 await resp.write(frame)

@@ -10,15 +10,15 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
-async def eventually(check: Callable[[], T], timeout: float = 10.0, what: str = "condition") -> T:
-    """Return ``check()`` as soon as it is truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
+async def eventually(check: Callable[[], T], within: float = 10.0, what: str = "condition") -> T:
+    """Return ``check()`` as soon as it is truthy; fail after ``within`` seconds."""
+    deadline = time.monotonic() + within
     delay = 0.005
     while True:
         value = check()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"{what} did not happen within {timeout} s")
+            raise AssertionError(f"{what} did not happen within {within} s")
         await asyncio.sleep(delay)
         delay = min(delay * 2, 0.1)
