@@ -13,7 +13,7 @@ import aiohttp
 from sqlalchemy import Engine
 
 from portcullis.config.model import Config, ServerConfig
-from portcullis.errors import StoreError
+from portcullis.errors import StoreError, UpstreamError
 from portcullis.flow import Record
 from portcullis.pipeline import Pipeline, Stage
 from portcullis.pipeline.record import RecordStage, event_record
@@ -103,7 +103,10 @@ class Gateway:
             return True
         if cfg.era == "session" or server not in self.http_upstreams:
             return False
-        return await self.era_probe.speaks_stateless(self.http_upstreams[server])
+        try:
+            return await self.era_probe.speaks_stateless(self.http_upstreams[server])
+        except UpstreamError:
+            return True  # unknown (unreachable now): pass the request on, and let it fail with the real reason
 
     async def needs_stateless_session(self, server: str) -> bool:
         """Whether a session-era client of this upstream must be translated to 2026-07-28 requests."""
@@ -113,7 +116,10 @@ class Gateway:
         if cfg.era in ("session", "both") or server not in self.http_upstreams:
             return False
         up = self.http_upstreams[server]
-        return not await self.era_probe.speaks_session(up) and await self.era_probe.speaks_stateless(up)
+        try:
+            return not await self.era_probe.speaks_session(up) and await self.era_probe.speaks_stateless(up)
+        except UpstreamError:
+            return False  # unknown (unreachable now): pass initialize on, and let it fail with the real reason
 
     def new_channel(self, server: str, gated: bool = True) -> RoutedSession:
         """A new stdio child or legacy SSE connection for one session of ``server`` (not started yet)."""

@@ -91,6 +91,12 @@ class McpEndpoint:
                 )
             headers = {"Allow": "GET, POST, DELETE"} if exc.http_status == 405 else {}
             return json_error(exc.http_status, exc.msg_id, exc.code, exc.message, exc.data, **headers)
+        except (ConnectionError, asyncio.CancelledError):
+            raise
+        except Exception as exc:  # the edge's last line: a bug is answered, recorded, and never forwarded further
+            log.exception("internal error on %s %s", request.method, server)
+            self.gw.record_event(server, request.headers.get("Mcp-Session-Id"), "internal_error", type(exc).__name__)
+            return json_error(500, None, errors.INTERNAL_ERROR, "Internal error: the gateway could not handle this")
 
     def _check_host_origin(self, request: web.Request) -> None:
         host = (request.host or "").lower()
@@ -154,9 +160,7 @@ class McpEndpoint:
                         errors.INVALID_REQUEST,
                         f"Invalid Request: batches are not allowed in protocol version {session.protocol_version}",
                     )
-                raise ProtocolError(
-                    400, errors.INVALID_REQUEST, "Invalid Request: this gateway does not relay batches yet"
-                )
+                return await self._batch(request, server, parsed, session)
             hv = headers.get("MCP-Protocol-Version")
             check_session_version(hv)
             if hv is not None and session.protocol_version is not None and hv != session.protocol_version:
@@ -182,6 +186,63 @@ class McpEndpoint:
                 )
             return await self._relay(request, server, Era.STATELESS, msg, None, version)
         raise ProtocolError(400, errors.INVALID_REQUEST, "Bad Request: Mcp-Session-Id header is required")
+
+    async def _batch(
+        self, request: web.Request, server: str, msgs: list[Message], session: GatewaySession
+    ) -> web.StreamResponse:
+        """A JSON-RPC batch (2025-03-26 only): one flow per message, answered together on one SSE stream."""
+        if any(m.method == "initialize" for m in msgs):
+            raise ProtocolError(400, errors.INVALID_REQUEST, "Invalid Request: initialize cannot be part of a batch")
+        gw = self.gw
+        has_requests = any(m.kind is Kind.REQUEST for m in msgs)
+        resp: web.StreamResponse | None = None
+        writer: _ClientWriter | None = None
+        if has_requests:
+            resp = web.StreamResponse(status=200, headers=SSE_HEADERS)
+            await resp.prepare(request)
+            writer = _ClientWriter(resp, session.new_stream())
+
+        async def one(m: Message) -> None:
+            flow = Flow(
+                server, Era.SESSION, Direction.C2S, m, session_id=session.id, protocol_version=session.protocol_version
+            )
+            seen = gw.pipeline.run_request(flow)
+            try:
+                if flow.response is not None:
+                    gw.pipeline.run_response(flow, seen)
+                    await gw.commit(flow.records)
+                    if writer is not None and m.kind is Kind.REQUEST:
+                        await writer.send(flow.response.raw)
+                    return
+                gw.submit(flow.records)
+                try:
+                    reply = await self._send_upstream(request.headers, server, flow, session)
+                except UpstreamError as exc:
+                    flow.fail(exc.code, exc.message, by="upstream", outcome=Outcome.UPSTREAM_FAILED)
+                    gw.pipeline.run_response(flow, seen)
+                    await gw.commit(flow.records)
+                    if writer is not None and m.kind is Kind.REQUEST and flow.response is not None:
+                        await writer.send(flow.response.raw)
+                    return
+                if m.kind is not Kind.REQUEST:
+                    await reply.aclose()
+                    await gw.commit(flow.records)
+                    return
+                assert writer is not None
+                await _StreamJob(self, flow, seen, reply, session, False, writer).run(stop_at_cut=False)
+            except StoreError:
+                if writer is not None and m.kind is Kind.REQUEST:
+                    err = error_message(m.id, errors.STORE_UNAVAILABLE, "Service Unavailable: store unavailable")
+                    await writer.send(err.raw)
+
+        await asyncio.gather(*(one(m) for m in msgs))
+        if resp is None:
+            return web.Response(status=202)
+        assert writer is not None
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await resp.write_eof()
+        return resp
 
     async def _initialize(self, request: web.Request, server: str, msg: Message) -> web.StreamResponse:
         if len(self.gw.sessions) >= self.gw.sessions.max_sessions:

@@ -249,3 +249,23 @@ async def test_faulty_upstream(
         http, url, call(10, "ok"), **{"Mcp-Session-Id": sid, "MCP-Protocol-Version": "2025-11-25"}
     )
     assert status == 200 and body is not None and body["result"]["content"][0]["text"] == "fine"
+
+
+async def test_batches_are_relayed_in_2025_03_26(gateway: RunningGateway, http: aiohttp.ClientSession) -> None:
+    url = gateway.url("faulty")
+    init = {**INIT, "params": {**INIT["params"], "protocolVersion": "2025-03-26"}}
+    status, _, headers = await post(http, url, init)
+    assert status == 200
+    h = {"Mcp-Session-Id": headers["Mcp-Session-Id"], "MCP-Protocol-Version": "2025-03-26"}
+    batch = [call(21, "ok"), {"jsonrpc": "2.0", "method": "notifications/progress", "params": {}}, call(22, "garbage")]
+    async with http.post(
+        url, data=json.dumps(batch).encode(), headers={"Content-Type": "application/json", "Accept": ACCEPT, **h}
+    ) as r:
+        assert r.status == 200 and r.headers["Content-Type"].startswith("text/event-stream")
+        raw = await r.read()
+    answers = {m["id"]: m for m in (json.loads(line[6:]) for line in raw.split(b"\n") if line.startswith(b"data: "))}
+    assert answers[21]["result"]["content"][0]["text"] == "fine"
+    assert answers[22]["error"]["code"] == -32002
+    sid = h["Mcp-Session-Id"]
+    recs = [r for r in load_records(gateway.store) if r["session_id"] == sid and r["direction"] == "c2s"]
+    assert {r["msg_id"] for r in recs} >= {"21", "22"} and any(r["kind"] == "notification" for r in recs)

@@ -230,7 +230,8 @@ def test_ts_client_session_is_recorded(run: TsRun) -> None:
             r for r in mine if r["direction"] == "c2s" and r["kind"] == "result" and r["msg_id"] == asks[0]["msg_id"]
         ]
         assert len(replies) == 1 and asks[0]["seq"] < replies[0]["seq"]
-        call = next(r for r in calls if asks[0]["seq"] > r["seq"] and answers[r["msg_id"]]["seq"] > replies[0]["seq"])
+        call = [r for r in calls if r["seq"] < asks[0]["seq"]][-1]  # the call that made the server ask
+        assert answers[call["msg_id"]]["seq"] > replies[0]["seq"]  # its result came after the client's answer
         expected = {"sampling/createMessage": ("trigger-sampling-request", "test_sampling")}.get(
             method, ("trigger-elicitation-request", "test_elicitation")
         )
