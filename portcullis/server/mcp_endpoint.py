@@ -556,6 +556,8 @@ class McpEndpoint:
                 raise ProtocolError(404, errors.SESSION_NOT_FOUND, "Not Found: the upstream ended this session")
             if reply.status == 405:
                 return web.Response(status=405, headers={"Allow": "POST, DELETE"})
+            if 400 <= reply.status < 500:  # the client's own conflict (e.g. 409: a stream is already open): relay it
+                return json_error(reply.status, None, errors.INVALID_REQUEST, f"upstream answered HTTP {reply.status}")
             return json_error(502, None, errors.UPSTREAM_PROTOCOL_ERROR, f"upstream answered HTTP {reply.status}")
         return await self._listen_stream(request, session, _aiter(reply), reply)
 
