@@ -14,6 +14,7 @@ import pytest
 from tests.support.gateway import RunningGateway, running_gateway
 from tests.support.procs import ManagedProcess, running_process
 from tests.support.records import load_records
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -269,3 +270,39 @@ async def test_batches_are_relayed_in_2025_03_26(gateway: RunningGateway, http: 
     sid = h["Mcp-Session-Id"]
     recs = [r for r in load_records(gateway.store) if r["session_id"] == sid and r["direction"] == "c2s"]
     assert {r["msg_id"] for r in recs} >= {"21", "22"} and any(r["kind"] == "notification" for r in recs)
+
+
+async def test_a_closed_stateless_stream_cancels_the_upstream_call(
+    gateway: RunningGateway, http: aiohttp.ClientSession, faulty: ManagedProcess
+) -> None:
+    """2026-07-28: closing the response stream is how a client cancels; the gateway hangs up on the upstream too."""
+    body = call(31, "slow_stream")
+    body["params"]["_meta"] = {
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": {},
+    }
+    headers = {
+        "Content-Type": "application/json",
+        "Accept": ACCEPT,
+        "MCP-Protocol-Version": "2026-07-28",
+        "Mcp-Method": "tools/call",
+        "Mcp-Name": "slow_stream",
+    }
+    async with http.post(gateway.url("faulty"), data=json.dumps(body).encode(), headers=headers) as r:
+        assert r.status == 200
+        first = await r.content.readline()
+        assert first  # the stream is flowing; now walk away
+    await eventually(
+        lambda: "slow_stream:closed-by-client" in faulty_received(faulty), within=10, what="upstream hang-up"
+    )
+    assert "slow_stream:finished" not in faulty_received(faulty)
+    recs = load_records(gateway.store)
+    assert any(r["kind"] == "client_gone" for r in recs)
+
+
+def faulty_received(faulty: ManagedProcess) -> list[str]:
+    import urllib.request
+
+    with urllib.request.urlopen(faulty.ready_value.removesuffix("/mcp") + "/received", timeout=5) as r:
+        data: list[str] = json.loads(r.read())
+        return data

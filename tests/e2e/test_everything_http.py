@@ -18,7 +18,7 @@ import pytest
 from mcp import types
 from mcp.client import Client
 
-from tests.support.everything import EverythingHttp, running_everything_http
+from tests.support.everything import EverythingHttp, listening_sockets, running_everything_http
 from tests.support.gateway import RunningGateway, running_gateway
 from tests.support.records import load_records
 
@@ -57,8 +57,11 @@ def _session_of(recs: list[dict[str, Any]], marker: bytes) -> str:
 
 
 async def test_upstream_is_on_loopback_only(everything: EverythingHttp) -> None:
+    """server-everything (which binds every interface by default) listens on 127.0.0.1 and nothing else."""
     assert everything.url.startswith("http://127.0.0.1:")
     assert everything.proc.ready_line.startswith("LOOPBACK_LISTENING 127.0.0.1:")
+    # the kernel's view, not the process's own claim
+    assert listening_sockets(everything.proc.pid) == [("127.0.0.1", everything.port)]
 
 
 async def test_lists_and_calls_tools(gateway: RunningGateway) -> None:
@@ -205,8 +208,8 @@ async def test_every_tools_call_is_recorded_in_order(gateway: RunningGateway) ->
     assert b"42" in responses[1]["payload"]
 
     kinds = [r["kind"] for r in mine]
-    assert kinds[0] == "session_open" or "session_open" in kinds
-    assert kinds[-1] == "session_close"
+    assert "session_open" in kinds and "session_close" in kinds
+    assert all(r["direction"] == "gw" for r in mine[kinds.index("session_close") :])
     init = [r for r in mine if r["method"] == "initialize"]
     assert [(r["direction"], r["kind"]) for r in init] == [("c2s", "request"), ("s2c", "result")]
 
@@ -274,15 +277,16 @@ async def _second_get_stream_status(url: str) -> tuple[int, int, str]:
     return out
 
 
-async def test_bug_upstream_409_on_second_get_stream_is_relayed_not_turned_into_502(
+async def test_upstream_409_on_second_get_stream_is_relayed_not_turned_into_502(
     everything: EverythingHttp, gateway: RunningGateway
 ) -> None:
-    """GATEWAY BUG (fails today). An upstream refuses a second standalone GET stream on one session with 409 Conflict
-    (server-everything and the Python SDK both do). That is the client's conflict, not an upstream failure, and the
-    gateway itself answers 409 in the same case for stdio sessions; but for an HTTP upstream it answers 502 Bad
-    Gateway with -32002 "upstream answered HTTP 409" (mcp_endpoint.py ``_get``: every status other than 200, 404 and
-    405 becomes 502). The TypeScript SDK client meets this after a cancelled call (its SSE reconnect logic sends a
-    plain GET while its standalone stream is open), and reports "Failed to open SSE stream: Bad Gateway"."""
+    """An upstream refuses a second standalone GET stream on one session with 409 Conflict (server-everything and the
+    Python SDK both do): that is the client's conflict, not an upstream failure, and the client must see it as such.
+
+    Regression test: the gateway used to answer 502 Bad Gateway with -32002 "upstream answered HTTP 409" (every
+    upstream GET status other than 200, 404 and 405 became 502), fixed in d1cb310. The TypeScript SDK client meets
+    this after a cancelled call (its SSE reconnect logic sends a plain GET while its standalone stream is open) and
+    reported "Failed to open SSE stream: Bad Gateway"; see tests/e2e/test_ts_client.py."""
     direct = await _second_get_stream_status(everything.url)
     assert direct[:2] == (200, 409), direct  # the upstream's own answer
     via = await _second_get_stream_status(gateway.url("everything"))

@@ -245,14 +245,13 @@ def test_ts_client_session_is_recorded(run: TsRun) -> None:
 def test_ts_client_never_gets_a_gateway_5xx(run: TsRun) -> None:
     """The upstreams here are healthy: the gateway must not tell the client they failed.
 
-    Fails today for ``fixture``, because of a gateway bug (see
-    tests/e2e/test_everything_http.py::test_bug_upstream_409_on_second_get_stream_is_relayed_not_turned_into_502).
-    After the cancelled call the fixture answers -32800 and ends that POST stream. The TypeScript transport counts
-    only a *result* as the response, so it resumes the stream with GET + Last-Event-ID. The gateway replays from its
-    buffer and ends the resumed stream (the flow is finished). The transport then reconnects with a plain GET while
-    its standalone GET stream is still open, the fixture rightly answers 409 Conflict, and the gateway turns that
-    into 502 Bad Gateway (-32002 "upstream answered HTTP 409"). Run directly against the fixture, the same client
-    sees no HTTP failure at all.
+    Regression test for ``fixture`` (see also tests/e2e/test_everything_http.py::
+    test_upstream_409_on_second_get_stream_is_relayed_not_turned_into_502). After the cancelled call the fixture
+    answers -32800 and ends that POST stream. The TypeScript transport counts only a *result* as the response, so it
+    resumes the stream with GET + Last-Event-ID; the gateway replays from its buffer and ends the resumed stream (the
+    flow is finished); the transport then reconnects with a plain GET while its standalone GET stream is still open,
+    and the fixture rightly answers 409 Conflict. The gateway used to turn that 409 into 502 Bad Gateway (-32002
+    "upstream answered HTTP 409"), fixed in d1cb310; the client now sees the 409.
     """
     failures = [f for f in run.obs["httpFailures"] if f["status"] >= 500]
     assert failures == [], json.dumps(failures, indent=1)

@@ -19,6 +19,7 @@ Run as ``python -m tests.support.everything`` to start one and print its URL (Ct
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -28,7 +29,14 @@ from tests.support.conformance import NODE22
 from tests.support.gateway import EVERYTHING_JS
 from tests.support.procs import ManagedProcess, start_process
 
-__all__ = ["LOOPBACK_PRELOAD", "READY_PREFIX", "EverythingHttp", "everything_http_argv", "running_everything_http"]
+__all__ = [
+    "LOOPBACK_PRELOAD",
+    "READY_PREFIX",
+    "EverythingHttp",
+    "everything_http_argv",
+    "listening_sockets",
+    "running_everything_http",
+]
 
 LOOPBACK_PRELOAD = Path(__file__).resolve().with_name("loopback_only.cjs")
 READY_PREFIX = "LOOPBACK_LISTENING "
@@ -43,6 +51,32 @@ class EverythingHttp:
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}/mcp"
+
+
+def listening_sockets(pid: int) -> list[tuple[str, int]]:
+    """The TCP sockets process ``pid`` listens on, as the kernel sees them (what ``ss -ltnp`` shows; Linux only).
+
+    Matches the socket inodes among ``/proc/PID/fd`` with the LISTEN rows of ``/proc/net/tcp`` and ``tcp6``.
+    """
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    found = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for row in Path(table).read_text().splitlines()[1:]:
+            cols = row.split()
+            local, state, inode = cols[1], cols[3], cols[9]
+            if state != "0A" or inode not in inodes:  # 0A: TCP_LISTEN
+                continue
+            hex_addr, hex_port = local.split(":")
+            raw = bytes.fromhex(hex_addr)
+            # the kernel prints each 32-bit word in host (little-endian) order
+            addr = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
+            found.append((str(ipaddress.ip_address(addr)), int(hex_port, 16)))
+    return sorted(found)
 
 
 def everything_http_argv(node: str | os.PathLike[str] = NODE22) -> list[str]:
