@@ -24,7 +24,7 @@ from portcullis.server.gateway import Gateway
 from portcullis.server.sessions import GatewaySession, StreamBuffer, mint_session_id
 from portcullis.server.translation import LocalReply, stateless_send
 from portcullis.upstream.http import HttpReply, Priming
-from portcullis.upstream.routed import Done
+from portcullis.upstream.routed import Done, RoutedReply, request_key
 from portcullis.wire import sse
 from portcullis.wire.jsonrpc import Kind, Message, error_body, error_message, parse_body
 from portcullis.wire.mcp import (
@@ -342,6 +342,10 @@ class McpEndpoint:
         self, headers: Mapping[str, str], server: str, flow: Flow, session: GatewaySession | None
     ) -> Any:
         msg = flow.request
+        if session is not None and msg.method == "notifications/cancelled":
+            job = session.inflight.get(request_key(msg.params.get("requestId")))
+            if job is not None:
+                job.cancel()
         if session is None:  # a 2026-07-28 request
             if await self.gw.speaks_stateless(server):
                 return await self.gw.http_upstreams[server].send("POST", msg.raw, headers, None)
@@ -470,6 +474,7 @@ class McpEndpoint:
             and cur.last_event_id is not None
             and session is not None
             and session.upstream_session is not None
+            and session.id in self.gw.sessions  # never resume on a session that has ended
             and resumes < MAX_UPSTREAM_RESUMES
         ):
             yield CUT
@@ -557,8 +562,8 @@ class McpEndpoint:
             if reply.status == 405:
                 return web.Response(status=405, headers={"Allow": "POST, DELETE"})
             if 400 <= reply.status < 500:  # the client's own conflict (e.g. 409: a stream is already open): relay it
-                return json_error(reply.status, None, errors.INVALID_REQUEST, f"upstream answered HTTP {reply.status}")
-            return json_error(502, None, errors.UPSTREAM_PROTOCOL_ERROR, f"upstream answered HTTP {reply.status}")
+                raise ProtocolError(reply.status, errors.INVALID_REQUEST, f"upstream answered HTTP {reply.status}")
+            raise ProtocolError(502, errors.UPSTREAM_PROTOCOL_ERROR, f"upstream answered HTTP {reply.status}")
         return await self._listen_stream(request, session, _aiter(reply), reply)
 
     async def _listen_stream(
@@ -658,6 +663,18 @@ class _StreamJob:
         self.writer = writer
         self.messages = ep._follow(reply, flow, session)
         self.done = False
+        self.cancelled = False
+        self._key = request_key(flow.request.id)
+        if session is not None:
+            session.inflight[self._key] = self
+
+    def cancel(self) -> None:
+        """The client cancelled this request (``notifications/cancelled``): stop waiting; no response is owed."""
+        self.cancelled = True
+        if isinstance(self.reply, RoutedReply):
+            self.reply.stop()
+        else:
+            self.ep.gw.background(self.reply.aclose(cancel=True), name=f"cancel-{self.flow.id}")
 
     async def run(self, *, stop_at_cut: bool) -> str:
         """Returns 'done' (the response was sent), 'cut' (the upstream paused the stream), or 'ended'."""
@@ -685,6 +702,8 @@ class _StreamJob:
                 if writer.gone and flow.era is Era.STATELESS:
                     return "cancelled"  # 2026-07-28: a closed response stream cancels the upstream call
         except UpstreamError as exc:
+            if self.cancelled:
+                return self._was_cancelled()
             flow.fail(exc.code, exc.message, by="upstream", outcome=Outcome.UPSTREAM_FAILED)
             await self._answer()
             return "done"
@@ -701,8 +720,10 @@ class _StreamJob:
             )
             return "done"
         finally:
-            if self.done or not stop_at_cut or writer.gone:
+            if self.done or not stop_at_cut or writer.gone or self.cancelled:
                 await self._close()
+        if self.cancelled:
+            return self._was_cancelled()
         if not writer.gone:
             # the upstream ended the stream without answering: the client still gets exactly one response
             flow.fail(
@@ -714,6 +735,13 @@ class _StreamJob:
             await self._answer()
             return "done"
         return "ended"
+
+    def _was_cancelled(self) -> str:
+        flow = self.flow
+        self.ep.gw.record_event(
+            flow.server, flow.session_id, "cancelled", f"the client cancelled request flow {flow.id}"
+        )
+        return "cancelled"
 
     async def _answer(self) -> None:
         gw = self.ep.gw
@@ -741,8 +769,12 @@ class _StreamJob:
             await self.messages.aclose()  # type: ignore[attr-defined]
         if not self.done and self.writer.gone:
             gw.record_event(flow.server, flow.session_id, "client_gone", f"client closed the stream of flow {flow.id}")
-        if self.session is not None and self.session.channel is not None:
-            self.session.channel.forget(self.reply)  # cancels it upstream if it is still open
+        if self.session is not None:
+            if self.session.inflight.get(self._key) is self:
+                del self.session.inflight[self._key]
+            if self.session.channel is not None:
+                # cancels it upstream if it is still open (unless the client's own cancel already went there)
+                self.session.channel.forget(self.reply, notify=not self.cancelled)
         self.writer.close()
 
 

@@ -79,6 +79,7 @@ class GatewaySession:
     # a session-era client in front of a 2026-07-28-only upstream: the gateway keeps the session itself
     to_stateless: bool = False
     legacy: bool = False  # a 2024-11-05 HTTP+SSE client
+    inflight: dict[object, Any] = field(default_factory=dict)  # request key -> the job relaying its reply
     init_params: dict[str, Any] = field(default_factory=dict)
     log_level: str | None = None
 
@@ -118,6 +119,9 @@ class SessionTable:
 
     def __len__(self) -> int:
         return len(self._by_id)
+
+    def __contains__(self, sid: object) -> bool:
+        return sid in self._by_id
 
     def all(self) -> list[GatewaySession]:
         return list(self._by_id.values())

@@ -47,6 +47,10 @@ class RoutedReply:
     def put(self, item: object) -> None:
         self._q.put_nowait(item)
 
+    def stop(self) -> None:
+        """End the iteration: nobody waits for this request any more."""
+        self._q.put_nowait(_END)
+
     async def __aiter__(self) -> AsyncIterator[Message]:
         while True:
             try:
@@ -162,11 +166,11 @@ class RoutedSession:
             raise
         return reply
 
-    def forget(self, reply: object) -> None:
+    def forget(self, reply: object, notify: bool = True) -> None:
         """The caller no longer waits for ``reply``; if it is still open, the upstream is told to cancel it."""
         if isinstance(reply, RoutedReply) and _key(reply.request_id) in self._pending:
             self._forget(reply)
-            if self.dead is None:
+            if notify and self.dead is None:
                 note = {
                     "jsonrpc": "2.0",
                     "method": "notifications/cancelled",
@@ -239,6 +243,11 @@ class RoutedSession:
         for t in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
+
+
+def request_key(msg_id: object) -> object:
+    """A JSON-RPC id as a dict key: 1 and "1" are different requests."""
+    return (type(msg_id).__name__, msg_id)
 
 
 def _key(msg_id: MsgId) -> object:

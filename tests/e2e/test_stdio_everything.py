@@ -114,4 +114,8 @@ async def test_cancellation_reaches_the_upstream(gateway: RunningGateway) -> Non
         r = await c.call_tool("echo", {"message": "still alive"})
         assert r.content[0].text == "Echo: still alive"  # type: ignore[union-attr]
     recs = load_records(gateway.store)
-    assert any(r["method"] == "notifications/cancelled" and r["direction"] == "c2s" for r in recs)
+    cancel = next(r for r in recs if r["method"] == "notifications/cancelled" and r["direction"] == "c2s")
+    sid = cancel["session_id"]
+    # the gateway stopped waiting for the cancelled call: recorded as cancelled, never as an upstream failure
+    assert any(r["kind"] == "cancelled" and r["session_id"] == sid for r in recs)
+    assert not any(r["outcome"] == "upstream_failed" and r["session_id"] == sid for r in recs)
