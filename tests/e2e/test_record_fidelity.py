@@ -104,3 +104,53 @@ async def test_store_matches_what_clients_sent_and_received(gateway: RunningGate
         assert stored == c.log, f"session {c.sid}: the store differs from what the client saw"
         # progress notifications were part of it
         assert sum(1 for d, m in c.log if d == "s2c" and b"notifications/progress" in m) == 3
+
+
+async def test_a_dropped_stream_resumes_with_last_event_id(gateway: RunningGateway) -> None:
+    """Session era: a disconnect is not a cancellation. The client comes back with Last-Event-ID and gets the rest
+    of the stream, final response included, from the gateway's buffer."""
+    url = gateway.url("fixture")
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
+        c = LoggingClient(http, url)
+        await c.send(
+            req(
+                1,
+                "initialize",
+                {
+                    "protocolVersion": "2025-11-25",
+                    "capabilities": {},
+                    "clientInfo": {"name": "resumer", "version": "1"},
+                },
+            )
+        )
+        await c.send({"jsonrpc": "2.0", "method": "notifications/initialized"})
+        assert c.sid is not None
+        h = {"Mcp-Session-Id": c.sid, "MCP-Protocol-Version": "2025-11-25"}
+        call = req(
+            2,
+            "tools/call",
+            {
+                "name": "slow_progress",
+                "arguments": {"steps": 5, "delay_ms": 100},
+                "_meta": {"progressToken": "resume-me"},
+            },
+        )
+        last_id = None
+        first: list[dict[str, Any]] = []
+        async with http.post(url, json=call, headers={"Content-Type": "application/json", "Accept": ACCEPT, **h}) as r:
+            async for line in r.content:
+                if line.startswith(b"id: "):
+                    last_id = line[4:].strip().decode()
+                if line.startswith(b"data: ") and line[6:].strip():
+                    first.append(json.loads(line[6:]))
+                    break  # one real event, then the connection drops
+        assert last_id is not None and first[0]["method"] == "notifications/progress"
+        rest: list[dict[str, Any]] = []
+        async with http.get(url, headers={"Accept": "text/event-stream", "Last-Event-ID": last_id, **h}) as r:
+            assert r.status == 200
+            async for line in r.content:
+                if line.startswith(b"data: ") and line[6:].strip():
+                    rest.append(json.loads(line[6:]))
+    progress = [m["params"]["progress"] for m in first + rest if m.get("method") == "notifications/progress"]
+    assert progress == [1, 2, 3, 4, 5]
+    assert rest[-1]["id"] == 2 and rest[-1]["result"]["content"][0]["text"] == "completed 5 steps"
