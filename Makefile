@@ -9,9 +9,12 @@ NODE_STAMP := node_modules/.installed
 .PHONY: demo test setup lint typecheck unit e2e bench lock clean
 
 demo: setup ## run the gateway on its embedded defaults in front of the bundled demo MCP server
+	@$(BIN)/portcullis token --config examples/demo.yaml --user alice --groups eng,oncall > .demo-token
 	@echo ""
 	@echo "  Portcullis demo: MCP endpoint http://127.0.0.1:8080/mcp/demo (Ctrl-C to stop)"
-	@echo "  Point any MCP client at it, then: $(BIN)/portcullis sessions list --config examples/demo.yaml"
+	@echo "  A development token for alice (groups eng, oncall) is in .demo-token; send it as"
+	@echo "  'Authorization: Bearer <token>'. Mint others with: $(BIN)/portcullis token --config examples/demo.yaml --user NAME"
+	@echo "  Then: $(BIN)/portcullis sessions list --config examples/demo.yaml"
 	@echo ""
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/portcullis serve --config examples/demo.yaml
 
@@ -51,4 +54,4 @@ lock: ## re-pin Python dependencies after editing pyproject.toml
 	$(BIN)/pip-compile --quiet --extra dev --generate-hashes --allow-unsafe --strip-extras -o requirements/dev.lock pyproject.toml
 
 clean:
-	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache tests/artifacts
+	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache tests/artifacts .demo-token

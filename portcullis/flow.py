@@ -11,6 +11,7 @@ import enum
 import itertools
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from portcullis.wire.jsonrpc import Kind, Message, error_message
 from portcullis.wire.mcp import Era
@@ -63,11 +64,17 @@ class Flow:
     outcome: Outcome | None = None
     answered_by: str | None = None
     detail: str | None = None
-    principal: str | None = None
+    principal: str | None = None  # the caller as the records name it (see identity.edge.Caller.record_text)
+    caller: Any = None  # identity.edge.Caller of the request (S2C flows: of the session or parent request)
     id: int = field(default_factory=lambda: next(_ids))
     started_ns: int = field(default_factory=time.monotonic_ns)
     responded_ns: int | None = None
     records: list[Record] = field(default_factory=list)
+
+    def bind(self, caller: Any) -> None:
+        """Name the caller this flow acts for (its principal goes into every record of the flow)."""
+        self.caller = caller
+        self.principal = None if caller is None else caller.record_text
 
     @property
     def method(self) -> str | None:

@@ -93,6 +93,44 @@ def db_upgrade(config_path: str) -> None:
     click.echo(f"schema: {before or '(empty)'} -> {head_revision()}")
 
 
+@cli.command()
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False))
+@click.option("--user", required=True, help="the subject (sub) of the token")
+@click.option("--groups", default="", help="comma-separated group names")
+@click.option("--email", default=None)
+@click.option("--server", default=None, help="mint for one server's endpoint (default: the whole gateway)")
+@click.option("--url", "base_url", default=None, help="the gateway's base URL (default: public_url or http://LISTEN)")
+@click.option("--ttl", type=int, default=None, help="lifetime in seconds (default: auth.dev_issuer.token_ttl)")
+def token(
+    config_path: str,
+    user: str,
+    groups: str,
+    email: str | None,
+    server: str | None,
+    base_url: str | None,
+    ttl: int | None,
+) -> None:
+    """Print a development token from the gateway's own dev issuer (auth.dev_issuer.enabled)."""
+    from portcullis.identity.dev_issuer import dev_issuer_url, load_or_create_key, mint
+
+    config = _load(config_path)
+    dev = config.auth.dev_issuer
+    if config.auth.mode != "oidc" or not dev.enabled:
+        click.echo("error: the dev issuer is off; set auth.mode: oidc and auth.dev_issuer.enabled: true", err=True)
+        sys.exit(2)
+    if server is not None and server not in config.servers:
+        click.echo(f"error: no server named {server!r} in {config_path}", err=True)
+        sys.exit(2)
+    base = (base_url or config.public_url or f"http://{config.listen}").rstrip("/")
+    if base_url is None and config.public_url is None and config.port == 0:
+        click.echo("error: the gateway listens on port 0; give --url with the real address", err=True)
+        sys.exit(2)
+    audience = f"{base}/mcp/{server}" if server else base
+    key = load_or_create_key(dev.key_file)
+    group_list = [g for g in (x.strip() for x in groups.split(",")) if g]
+    click.echo(mint(key, dev_issuer_url(base), audience, user, group_list, email, ttl or dev.token_ttl))
+
+
 @cli.group("sessions")
 def sessions_group() -> None:
     """Recorded sessions."""
@@ -202,6 +240,15 @@ def _is_json(b: bytes) -> bool:
 
 def main() -> None:
     cli(prog_name="portcullis")
+
+
+def _register() -> None:
+    from portcullis.cli.policy_cmd import policy_group
+
+    cli.add_command(policy_group, "policy")
+
+
+_register()
 
 
 if __name__ == "__main__":

@@ -15,8 +15,52 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+Algorithm = Literal["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"]
+DEFAULT_ALGORITHMS: tuple[Algorithm, ...] = ("RS256", "ES256")
+
+
+class IssuerConfig(_Strict):
+    """A trusted OpenID provider / OAuth authorization server."""
+
+    issuer: str = Field(description="the issuer exactly as the provider spells it (it must equal the tokens' iss)")
+    jwks_uri: str | None = Field(default=None, description="default: from the issuer's OpenID discovery document")
+    algorithms: list[Algorithm] = Field(default_factory=lambda: list(DEFAULT_ALGORITHMS), min_length=1)
+    groups_claim: str = Field(default="groups", description="claim holding group names; dotted path for nesting")
+    email_claim: str = "email"
+    scopes_supported: list[str] = Field(
+        default_factory=list, description="scopes advertised in the protected-resource metadata"
+    )
+
+    @field_validator("issuer", "jwks_uri")
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(r"^https?://", v):
+            raise ValueError("expected an http:// or https:// URL")
+        return v
+
+
+class DevIssuerConfig(_Strict):
+    """The gateway's own small token issuer, for local development only."""
+
+    enabled: bool = False
+    key_file: str = "./portcullis-dev-issuer.jwk"
+    token_ttl: int = Field(default=3600, gt=0, le=30 * 86400)
+
+
 class AuthConfig(_Strict):
-    mode: Literal["none"] = Field(description="'none': no authentication (loopback listen addresses only)")
+    mode: Literal["none", "oidc"] = Field(
+        description="'none': no authentication (loopback listen addresses only); 'oidc': bearer tokens"
+    )
+    issuers: list[IssuerConfig] = Field(default_factory=list)
+    required_scopes: list[str] = Field(default_factory=list, description="every token must carry these scopes")
+    clock_skew: float = Field(default=30.0, ge=0, le=300)
+    token_types: list[str] = Field(
+        default_factory=lambda: ["at+jwt", "application/at+jwt", "JWT"],
+        description="accepted JWT 'typ' header values (an absent typ is accepted)",
+    )
+    dev_issuer: DevIssuerConfig = DevIssuerConfig()
+    jwks_min_refetch_interval: float = Field(default=1.0, ge=0)
+    jwks_max_age: float = Field(default=600.0, gt=0)
 
 
 class ServerConfig(_Strict):
@@ -113,6 +157,8 @@ class Config(_Strict):
     def problems(self) -> list[tuple[tuple[str, ...], str]]:
         """Checks across keys, each with the key path it should be reported at."""
         out: list[tuple[tuple[str, ...], str]] = []
+        if self.auth.mode == "oidc" and not self.auth.issuers and not self.auth.dev_issuer.enabled:
+            out.append((("auth", "issuers"), "mode 'oidc' needs at least one issuer (or dev_issuer.enabled)"))
         if self.auth.mode == "none" and not is_loopback(self.host):
             out.append(
                 (("auth", "mode"), f"mode 'none' is accepted only on a loopback listen address, not {self.host!r}")

@@ -11,6 +11,7 @@ import sys
 from aiohttp import web
 
 from portcullis.config.model import Config
+from portcullis.identity.dev_issuer import DEV_PATH
 from portcullis.server.gateway import Gateway
 from portcullis.server.legacy_sse import LegacySseEndpoint
 from portcullis.server.mcp_endpoint import McpEndpoint
@@ -32,6 +33,11 @@ def build_app(config: Config) -> web.Application:
     app.router.add_route("*", "/mcp/{server}", endpoint.handle)
     app.router.add_get("/mcp/{server}/sse", legacy.open)
     app.router.add_post("/mcp/{server}/messages", legacy.post)
+    app.router.add_get("/.well-known/oauth-protected-resource", _root_metadata)
+    app.router.add_get("/.well-known/oauth-protected-resource/mcp/{server}", _server_metadata)
+    app.router.add_get("/.well-known/oauth-protected-resource/mcp/{server}/sse", _server_metadata)
+    app.router.add_get(DEV_PATH + "/jwks.json", _dev_jwks)
+    app.router.add_get(DEV_PATH + "/.well-known/openid-configuration", _dev_discovery)
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)
 
@@ -45,6 +51,38 @@ def build_app(config: Config) -> web.Application:
     app.on_startup.append(on_startup)
     app.on_cleanup.append(on_cleanup)
     return app
+
+
+async def _server_metadata(request: web.Request) -> web.Response:
+    """RFC 9728 protected-resource metadata, path form: one document per MCP endpoint."""
+    gw = request.app[GATEWAY_KEY]
+    server = request.match_info["server"]
+    if not gw.known(server) or not gw.auth.enabled:
+        return web.json_response({"error": "not_found"}, status=404)
+    return web.json_response(gw.auth.metadata(gw.resource_url(server)), headers={"Cache-Control": "max-age=300"})
+
+
+async def _root_metadata(request: web.Request) -> web.Response:
+    """RFC 9728 metadata, root form: the gateway as a whole (tokens for it are accepted on every endpoint)."""
+    gw = request.app[GATEWAY_KEY]
+    if not gw.auth.enabled:
+        return web.json_response({"error": "not_found"}, status=404)
+    return web.json_response(gw.auth.metadata(gw.public_base), headers={"Cache-Control": "max-age=300"})
+
+
+async def _dev_jwks(request: web.Request) -> web.Response:
+    gw = request.app[GATEWAY_KEY]
+    if gw.auth.dev_jwks is None:
+        return web.json_response({"error": "not_found"}, status=404)
+    return web.json_response(gw.auth.dev_jwks)
+
+
+async def _dev_discovery(request: web.Request) -> web.Response:
+    gw = request.app[GATEWAY_KEY]
+    if gw.auth.dev_issuer is None:
+        return web.json_response({"error": "not_found"}, status=404)
+    issuer = gw.auth.dev_issuer
+    return web.json_response({"issuer": issuer, "jwks_uri": issuer + "/jwks.json"})
 
 
 async def _healthz(_request: web.Request) -> web.Response:
@@ -61,19 +99,21 @@ async def _readyz(request: web.Request) -> web.Response:
 
 
 async def serve(config: Config, *, ready_line: bool = True) -> None:
-    app = build_app(config)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=10.0)
-    await runner.setup()
     family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((config.host, config.port))
     sock.listen(1024)
     sock.setblocking(False)
-    site = web.SockSite(runner, sock)
-    await site.start()
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
+    app = build_app(config)
+    if config.public_url is None:  # known only now that the port is bound (port 0 picks one)
+        app[GATEWAY_KEY].public_base = f"http://{shown}:{port}"
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=10.0)
+    await runner.setup()
+    site = web.SockSite(runner, sock)
+    await site.start()
     if ready_line:
         sys.stdout.write(f"READY http://{shown}:{port}\n")
         sys.stdout.flush()

@@ -15,6 +15,7 @@ from sqlalchemy import Engine
 from portcullis.config.model import Config, ServerConfig
 from portcullis.errors import StoreError, UpstreamError
 from portcullis.flow import Record
+from portcullis.identity.edge import METADATA_PATH, Authenticator
 from portcullis.pipeline import Pipeline, Stage
 from portcullis.pipeline.record import RecordStage, event_record
 from portcullis.server.sessions import GatewaySession, SessionTable
@@ -48,6 +49,9 @@ class Gateway:
         self.channel_servers: dict[str, ServerConfig] = {}  # stdio and legacy SSE: one channel per session
         self.restart_gates: dict[str, RestartGate] = {}
         self.era_probe = EraProbe()
+        # no one is let in before start(): the real authenticator needs the HTTP client for the issuers' keys
+        self.auth = Authenticator(config.auth, None) if config.auth.mode == "none" else Authenticator.closed()
+        self.public_base = (config.public_url or f"http://{config.listen}").rstrip("/")
         self._shared: dict[str, SharedUpstream] = {}
         self._reaper: asyncio.Task[None] | None = None
         self.draining = False
@@ -69,6 +73,7 @@ class Gateway:
                 self.http_upstreams[name] = HttpUpstream(
                     name, scfg, self.http, lim.max_sse_event_bytes, lim.max_body_bytes * 16
                 )
+        self.auth = Authenticator(self.config.auth, self.http, self.public_base)
         self._reaper = spawn(self._reap_idle(), name="session-reaper")
 
     async def stop(self) -> None:
@@ -142,6 +147,17 @@ class Gateway:
             self._shared[server] = s
         return s
 
+    def resource_url(self, server: str) -> str:
+        """The canonical resource URL of a server's endpoint (RFC 8707): tokens are minted for it."""
+        return f"{self.public_base}/mcp/{server}"
+
+    def audiences(self, server: str) -> list[str]:
+        """Token audiences accepted on a server's endpoint: its own resource URL, or the gateway as a whole."""
+        return [self.resource_url(server), self.public_base]
+
+    def metadata_url(self, server: str) -> str:
+        return f"{self.public_base}{METADATA_PATH}/mcp/{server}"
+
     def known(self, server: str) -> bool:
         return server in self.http_upstreams or server in self.channel_servers
 
@@ -206,11 +222,11 @@ class Gateway:
                     "DELETE", None, {"MCP-Protocol-Version": s.protocol_version or ""}, s.upstream_session
                 )
                 await reply.aclose()
-        if s.established:
-            self.writer.submit(
-                [SessionEnd(s.id, time.time_ns(), reason), event_record(s.server, s.id, "session_close", reason)],
-                wait=False,
-            )
+        if s.established:  # durable before the caller (e.g. a client's DELETE) hears that the session ended
+            with contextlib.suppress(StoreError):
+                await self.commit(
+                    [SessionEnd(s.id, time.time_ns(), reason), event_record(s.server, s.id, "session_close", reason)]
+                )
 
     async def _reap_idle(self) -> None:
         idle = self.config.limits.session_idle_timeout

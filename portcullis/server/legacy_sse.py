@@ -18,6 +18,7 @@ from aiohttp import web
 from portcullis import errors
 from portcullis.errors import ProtocolError, StoreError, UpstreamError
 from portcullis.flow import Direction, Flow, Outcome
+from portcullis.identity.tokens import AuthError
 from portcullis.pipeline.record import event_record
 from portcullis.server.mcp_endpoint import (
     JSON,
@@ -64,9 +65,14 @@ class LegacySseEndpoint:
             return json_error(404, None, errors.INVALID_REQUEST, f"Not Found: no MCP server named {server!r}")
         try:
             self.ep._check_host_origin(request)
+            caller = await self.gw.auth.authenticate(request.headers, self.gw.audiences(server))
         except ProtocolError as exc:
             return json_error(exc.http_status, None, exc.code, exc.message)
+        except AuthError as exc:
+            return await self.ep._refuse_auth(request, server, exc)
         session = GatewaySession(
+            owner=caller.key,
+            caller=caller,
             id=mint_session_id(),
             server=server,
             era=Era.SESSION,
@@ -116,9 +122,13 @@ class LegacySseEndpoint:
         sid = request.query.get("session_id") or request.query.get("sessionId") or ""
         try:
             self.ep._check_host_origin(request)
-            session = self.gw.sessions.get(sid)
+            try:
+                request["caller"] = await self.gw.auth.authenticate(request.headers, self.gw.audiences(server))
+            except AuthError as exc:
+                return await self.ep._refuse_auth(request, server, exc)
             sink = self._sinks.get(sid)
-            if session is None or sink is None or session.server != server:
+            session = self.ep._session_for(request, server, sid)
+            if sink is None:
                 raise ProtocolError(404, errors.SESSION_NOT_FOUND, "Not Found: unknown or ended session")
             ctype = request.headers.get("Content-Type", "")
             if ctype.split(";", 1)[0].strip().lower() != JSON:
@@ -164,6 +174,7 @@ class LegacySseEndpoint:
 
     async def _answer_error(self, session: GatewaySession, sink: _QueueSink, msg: Message, exc: UpstreamError) -> None:
         flow = Flow(session.server, Era.SESSION, Direction.C2S, msg, session_id=session.id)
+        flow.bind(session.caller)
         seen = self.gw.pipeline.run_request(flow)
         flow.fail(exc.code, exc.message, by="upstream", outcome=Outcome.UPSTREAM_FAILED)
         self.gw.pipeline.run_response(flow, seen)
@@ -183,6 +194,7 @@ class LegacySseEndpoint:
             session_id=session.id,
             protocol_version=session.protocol_version,
         )
+        flow.bind(session.caller)
         seen = gw.pipeline.run_request(flow)
         try:
             if flow.response is not None:

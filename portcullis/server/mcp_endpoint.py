@@ -19,6 +19,8 @@ from aiohttp import web
 from portcullis import errors
 from portcullis.errors import ProtocolError, StageError, StoreError, UpstreamError
 from portcullis.flow import Direction, Flow, Outcome
+from portcullis.identity.edge import Caller, www_authenticate
+from portcullis.identity.tokens import AuthError
 from portcullis.pipeline.record import event_record
 from portcullis.server.gateway import Gateway
 from portcullis.server.sessions import GatewaySession, StreamBuffer, mint_session_id
@@ -75,6 +77,10 @@ class McpEndpoint:
             return json_error(503, None, errors.UPSTREAM_UNAVAILABLE, "Service Unavailable: the gateway is draining")
         try:
             self._check_host_origin(request)
+            try:
+                request["caller"] = await self.gw.auth.authenticate(request.headers, self.gw.audiences(server))
+            except AuthError as exc:
+                return await self._refuse_auth(request, server, exc)
             if request.method == "POST":
                 return await self._post(request, server)
             if request.method == "GET":
@@ -97,6 +103,27 @@ class McpEndpoint:
             log.exception("internal error on %s %s", request.method, server)
             self.gw.record_event(server, request.headers.get("Mcp-Session-Id"), "internal_error", type(exc).__name__)
             return json_error(500, None, errors.INTERNAL_ERROR, "Internal error: the gateway could not handle this")
+
+    async def _refuse_auth(self, request: web.Request, server: str, exc: AuthError) -> web.Response:
+        """401/403 with the challenge that lets MCP clients find the authorization server; recorded, no token kept."""
+        detail = f"{exc.status}: {exc.description}"
+        with contextlib.suppress(StoreError):
+            await self.gw.commit(
+                [event_record(server, request.headers.get("Mcp-Session-Id"), "unauthenticated", detail)]
+            )
+        challenge = www_authenticate(exc, self.gw.metadata_url(server))
+        msg = ("Unauthorized: " if exc.status == 401 else "Forbidden: ") + exc.description
+        return json_error(exc.status, None, errors.INVALID_REQUEST, msg, **{"WWW-Authenticate": challenge})
+
+    def _session_for(self, request: web.Request, server: str, sid: str) -> GatewaySession:
+        """The session ``sid`` of ``server``, if it exists and belongs to this caller."""
+        session = self.gw.sessions.get(sid)
+        if session is None or session.server != server:
+            raise ProtocolError(404, errors.SESSION_NOT_FOUND, "Not Found: unknown or ended session")
+        caller: Caller = request["caller"]
+        if session.owner != caller.key:
+            raise ProtocolError(403, errors.REQUEST_DENIED, "Forbidden: this session belongs to another principal")
+        return session
 
     def _check_host_origin(self, request: web.Request) -> None:
         host = (request.host or "").lower()
@@ -146,9 +173,7 @@ class McpEndpoint:
         sid = headers.get("Mcp-Session-Id")
         session: GatewaySession | None = None
         if sid is not None:
-            session = self.gw.sessions.get(sid)
-            if session is None or session.server != server:
-                raise ProtocolError(404, errors.SESSION_NOT_FOUND, "Not Found: unknown or ended session")
+            session = self._session_for(request, server, sid)
             if session.channel is not None and session.channel.dead is not None:
                 # the session's child or connection is gone: end the session, so the client starts a new one
                 await self.gw.end_session(session, f"upstream {session.channel.what} {session.channel.dead}")
@@ -206,6 +231,7 @@ class McpEndpoint:
             flow = Flow(
                 server, Era.SESSION, Direction.C2S, m, session_id=session.id, protocol_version=session.protocol_version
             )
+            flow.bind(request["caller"])
             seen = gw.pipeline.run_request(flow)
             try:
                 if flow.response is not None:
@@ -249,6 +275,8 @@ class McpEndpoint:
             raise ProtocolError(503, errors.UPSTREAM_UNAVAILABLE, "Service Unavailable: too many sessions")
         version = msg.params.get("protocolVersion")
         session = GatewaySession(
+            owner=request["caller"].key,
+            caller=request["caller"],
             id=mint_session_id(),
             server=server,
             era=Era.SESSION,
@@ -261,6 +289,7 @@ class McpEndpoint:
                 await channel.start()
             except UpstreamError as exc:
                 flow = Flow(server, Era.SESSION, Direction.C2S, msg, session_id=session.id)
+                flow.bind(request["caller"])
                 seen = self.gw.pipeline.run_request(flow)
                 return await self._answer_upstream_error(flow, seen, exc)
             session.channel = channel
@@ -285,6 +314,7 @@ class McpEndpoint:
         flow = Flow(
             server, era, Direction.C2S, msg, session_id=session.id if session else None, protocol_version=version
         )
+        flow.bind(request["caller"])
         seen = gw.pipeline.run_request(flow)
         if flow.response is not None:  # a stage answered: the upstream never sees it
             if new and session is not None and session.channel is not None:
@@ -514,6 +544,7 @@ class McpEndpoint:
             m,
             session_id=session.id if session else (parent.session_id if parent else None),
         )
+        sflow.bind(parent.caller if parent is not None else (session.caller if session is not None else None))
         try:
             self.gw.pipeline.run_server_message(sflow)
         except StageError:
@@ -532,9 +563,7 @@ class McpEndpoint:
             if request.headers.get("MCP-Protocol-Version") in STATELESS_VERSIONS:
                 raise ProtocolError(405, errors.INVALID_REQUEST, "Method Not Allowed: 2026-07-28 has no GET stream")
             raise ProtocolError(400, errors.INVALID_REQUEST, "Bad Request: Mcp-Session-Id header is required")
-        session = self.gw.sessions.get(sid)
-        if session is None or session.server != server:
-            raise ProtocolError(404, errors.SESSION_NOT_FOUND, "Not Found: unknown or ended session")
+        session = self._session_for(request, server, sid)
         if not accepts(request.headers.get("Accept"), "text/event-stream"):
             raise ProtocolError(406, errors.INVALID_REQUEST, "Not Acceptable: Accept must list text/event-stream")
         check_session_version(request.headers.get("MCP-Protocol-Version"))
@@ -631,9 +660,7 @@ class McpEndpoint:
             if request.headers.get("MCP-Protocol-Version") in STATELESS_VERSIONS:
                 raise ProtocolError(405, errors.INVALID_REQUEST, "Method Not Allowed: 2026-07-28 has no sessions")
             raise ProtocolError(400, errors.INVALID_REQUEST, "Bad Request: Mcp-Session-Id header is required")
-        session = self.gw.sessions.get(sid)
-        if session is None or session.server != server:
-            raise ProtocolError(404, errors.SESSION_NOT_FOUND, "Not Found: unknown or ended session")
+        session = self._session_for(request, server, sid)
         await self.gw.end_session(session, "client ended the session")
         return web.Response(status=200)
 

@@ -66,6 +66,8 @@ class GatewaySession:
     id: str
     server: str
     era: Era
+    owner: str = ""  # the caller key that created it; another caller presenting it is refused
+    caller: Any = None  # identity.edge.Caller that created it (server-initiated flows act for it)
     protocol_version: str | None = None
     upstream_session: str | None = None
     channel: RoutedSession | None = None  # stdio child or legacy SSE connection of this session

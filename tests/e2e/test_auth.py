@@ -1,0 +1,314 @@
+"""Authentication at the gateway against a real OpenID provider: every refusal, key rotation, session binding,
+RFC 9728 discovery, and the official Python SDK's own OAuth login through the gateway."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import urllib.parse
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import httpx2
+import pytest
+from mcp.client import Client
+from mcp.client.auth import OAuthClientProvider
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.auth import AuthorizationCodeResult, OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
+
+from tests.support.conformance import fixture_server_argv
+from tests.support.gateway import RunningGateway, running_gateway
+from tests.support.oidc import OidcProvider, running_oidc_provider
+from tests.support.procs import ManagedProcess, running_process
+from tests.support.records import load_records
+
+pytestmark = [pytest.mark.e2e, pytest.mark.node]
+
+ACCEPT = "application/json, text/event-stream"
+INIT = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}},
+}
+
+
+@pytest.fixture(scope="module")
+def op(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OidcProvider]:
+    with running_oidc_provider(tmp_path_factory.mktemp("op")) as provider:
+        yield provider
+
+
+@pytest.fixture(scope="module")
+def fixture() -> Iterator[ManagedProcess]:
+    with running_process(fixture_server_argv(port=0), ready_timeout=30) as p:
+        yield p
+
+
+@pytest.fixture(scope="module")
+def gateway(
+    op: OidcProvider, fixture: ManagedProcess, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningGateway]:
+    auth = {"mode": "oidc", "issuers": [{"issuer": op.issuer, "scopes_supported": ["mcp:tools"]}]}
+    servers = {"fixture": {"url": fixture.ready_value}, "other": {"url": fixture.ready_value}}
+    with running_gateway(tmp_path_factory.mktemp("gw"), servers, auth=auth) as gw:
+        yield gw
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=20)) as s:
+        yield s
+
+
+async def post(http: aiohttp.ClientSession, url: str, body: dict[str, Any], **headers: str) -> aiohttp.ClientResponse:
+    async with http.post(
+        url, json=body, headers={"Content-Type": "application/json", "Accept": ACCEPT, **headers}
+    ) as r:
+        await r.read()
+        return r
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def test_no_token_gets_401_with_resource_metadata(gateway: RunningGateway, http: aiohttp.ClientSession) -> None:
+    r = await post(http, gateway.url("fixture"), INIT)
+    assert r.status == 401
+    challenge = r.headers["WWW-Authenticate"]
+    assert challenge.startswith("Bearer ")
+    assert f'resource_metadata="{gateway.base}/.well-known/oauth-protected-resource/mcp/fixture"' in challenge
+
+
+async def test_protected_resource_metadata(
+    gateway: RunningGateway, op: OidcProvider, http: aiohttp.ClientSession
+) -> None:
+    async with http.get(f"{gateway.base}/.well-known/oauth-protected-resource/mcp/fixture") as r:
+        doc = await r.json()
+    assert doc["resource"] == gateway.url("fixture")
+    assert doc["authorization_servers"] == [op.issuer]  # exactly as the issuer spells it
+    assert doc["scopes_supported"] == ["mcp:tools"]
+    async with http.get(f"{gateway.base}/.well-known/oauth-protected-resource") as r:
+        root = await r.json()
+    assert root["resource"] == gateway.base and root["authorization_servers"] == [op.issuer]
+
+
+NEGATIVE = [
+    "expired",
+    "not_yet_valid",
+    "wrong_audience",
+    "audience_other_resource",
+    "no_audience",
+    "wrong_issuer",
+    "issuer_trailing_slash",
+    "no_expiry",
+    "unknown_kid",
+    "bad_signature",
+    "tampered_payload",
+    "alg_none",
+    "alg_hs256_public_key_as_secret",
+    "id_token_not_access_token",
+]
+
+
+@pytest.mark.parametrize("name", NEGATIVE)
+async def test_bad_tokens_are_refused(
+    gateway: RunningGateway, op: OidcProvider, http: aiohttp.ClientSession, name: str
+) -> None:
+    tokens = op.negative_tokens(gateway.url("fixture"))
+    r = await post(http, gateway.url("fixture"), INIT, **bearer(tokens[name]))
+    assert r.status == 401, name
+    assert "resource_metadata=" in r.headers["WWW-Authenticate"]
+    assert 'error="invalid_token"' in r.headers["WWW-Authenticate"]
+
+
+async def test_malformed_tokens_are_refused(gateway: RunningGateway, http: aiohttp.ClientSession) -> None:
+    for value in ("Bearer", "Bearer not-a-jwt", "Basic dXNlcjpwYXNz", "Bearer a.b.c"):
+        r = await post(http, gateway.url("fixture"), INIT, Authorization=value)
+        assert r.status == 401, value
+
+
+async def test_a_valid_token_goes_through_and_names_the_principal(
+    gateway: RunningGateway, op: OidcProvider, http: aiohttp.ClientSession
+) -> None:
+    token = op.user_token("alice", gateway.url("fixture"))
+    r = await post(http, gateway.url("fixture"), INIT, **bearer(token))
+    assert r.status == 200
+    sid = r.headers["Mcp-Session-Id"]
+    recs = [x for x in load_records(gateway.store) if x["session_id"] == sid]
+    principal = json.loads(recs[0]["principal"])
+    assert principal["sub"] == "alice" and principal["groups"] == ["eng", "oncall"] and principal["iss"] == op.issuer
+    # a token for another endpoint of the same gateway is refused here (audience = the endpoint)
+    other = op.user_token("alice", gateway.url("other"))
+    r = await post(http, gateway.url("fixture"), INIT, **bearer(other))
+    assert r.status == 401
+    # no token ever reaches the store
+    assert all(
+        token not in (x["detail"] or "") and token.encode() not in (x["payload"] or b"")
+        for x in load_records(gateway.store)
+    )
+
+
+async def test_client_credentials_tokens_work_too(
+    gateway: RunningGateway, op: OidcProvider, http: aiohttp.ClientSession
+) -> None:
+    token = op.client_credentials_token(gateway.url("fixture"))
+    r = await post(http, gateway.url("fixture"), INIT, **bearer(token))
+    assert r.status == 200
+
+
+async def test_a_session_is_bound_to_its_principal(
+    gateway: RunningGateway, op: OidcProvider, http: aiohttp.ClientSession
+) -> None:
+    alice = op.user_token("alice", gateway.url("fixture"))
+    bob = op.user_token("bob", gateway.url("fixture"))
+    r = await post(http, gateway.url("fixture"), INIT, **bearer(alice))
+    sid = r.headers["Mcp-Session-Id"]
+    call = {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}
+    h = {"Mcp-Session-Id": sid, "MCP-Protocol-Version": "2025-11-25"}
+    r = await post(http, gateway.url("fixture"), call, **h, **bearer(bob))
+    assert r.status == 403
+    r = await post(http, gateway.url("fixture"), call, **h, **bearer(alice))
+    assert r.status == 200
+
+
+async def test_key_rotation_is_picked_up_without_restart(
+    gateway: RunningGateway, op: OidcProvider, http: aiohttp.ClientSession
+) -> None:
+    before = op.user_token("bob", gateway.url("fixture"))
+    assert (await post(http, gateway.url("fixture"), INIT, **bearer(before))).status == 200
+    op.rotate_keys(keep_old=False)
+    after = op.user_token("bob", gateway.url("fixture"))
+    r = await post(http, gateway.url("fixture"), INIT, **bearer(after))
+    assert r.status == 200  # the unknown kid made the gateway fetch the new keys once
+
+
+async def test_unknown_kids_do_not_cause_a_refetch_storm(
+    gateway: RunningGateway, op: OidcProvider, http: aiohttp.ClientSession
+) -> None:
+    def fetches() -> int:
+        return sum("loaded" in line and "signing keys" in line for line in gateway.proc.stderr_tail)
+
+    forged = op.negative_tokens(gateway.url("fixture"))["unknown_kid"]
+    before = fetches()
+    statuses = await asyncio.gather(*(post(http, gateway.url("fixture"), INIT, **bearer(forged)) for _ in range(50)))
+    assert {r.status for r in statuses} == {401}
+    statuses = await asyncio.gather(*(post(http, gateway.url("fixture"), INIT, **bearer(forged)) for _ in range(50)))
+    assert {r.status for r in statuses} == {401}
+    assert fetches() - before <= 1  # one bounded refetch for the unknown kid, then it is known to be unknown
+
+
+class _MemoryStorage:
+    def __init__(self) -> None:
+        self.tokens: OAuthToken | None = None
+        self.client: OAuthClientInformationFull | None = None
+
+    async def get_tokens(self) -> OAuthToken | None:
+        return self.tokens
+
+    async def set_tokens(self, tokens: OAuthToken) -> None:
+        self.tokens = tokens
+
+    async def get_client_info(self) -> OAuthClientInformationFull | None:
+        return self.client
+
+    async def set_client_info(self, client_info: OAuthClientInformationFull) -> None:
+        self.client = client_info
+
+
+async def test_python_sdk_discovers_logs_in_and_calls_through_the_gateway(
+    gateway: RunningGateway, op: OidcProvider, tmp_path: Path
+) -> None:
+    """The SDK's own OAuth: 401 → RFC 9728 metadata → provider discovery → dynamic registration → code + PKCE
+    (the browser step driven headlessly) → token for the endpoint → tools through the gateway."""
+    url = gateway.url("fixture")
+    seen: dict[str, Any] = {}
+
+    async def redirect_handler(auth_url: str) -> None:
+        seen["authorization_url"] = auth_url
+
+    async def callback_handler() -> AuthorizationCodeResult:
+        result = await op.aio.authorize(seen["authorization_url"], "alice")
+        return AuthorizationCodeResult(code=result.code or "", state=result.state, iss=result.iss)
+
+    auth = OAuthClientProvider(
+        url,
+        OAuthClientMetadata(redirect_uris=["http://127.0.0.1:33419/callback"], client_name="sdk-through-gateway"),
+        _MemoryStorage(),
+        redirect_handler,
+        callback_handler,
+    )
+    async with asyncio.timeout(60):
+        async with (
+            httpx2.AsyncClient(auth=auth, timeout=20) as h,
+            Client(streamable_http_client(url, http_client=h), mode="legacy") as client,
+        ):
+            names = {t.name for t in (await client.list_tools()).tools}
+            result = await client.call_tool("echo", {"text": "logged in"})
+    assert "echo" in names
+    assert result.content[0].text == "logged in"  # type: ignore[union-attr]
+    query = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(seen["authorization_url"]).query))
+    assert query["resource"] == url and query["code_challenge_method"] == "S256"
+
+
+async def test_insufficient_scope_gets_403(
+    op: OidcProvider, fixture: ManagedProcess, tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    auth = {"mode": "oidc", "issuers": [{"issuer": op.issuer}], "required_scopes": ["mcp:admin"]}
+    with running_gateway(tmp_path, {"fixture": {"url": fixture.ready_value}}, auth=auth) as gw:
+        token = op.user_token("alice", gw.url("fixture"))
+        r = await post(http, gw.url("fixture"), INIT, **bearer(token))
+    assert r.status == 403
+    challenge = r.headers["WWW-Authenticate"]
+    assert 'error="insufficient_scope"' in challenge and 'scope="mcp:admin"' in challenge
+
+
+async def test_dev_issuer_tokens_from_the_cli(
+    fixture: ManagedProcess, tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    """The embedded default needs no identity provider: `portcullis token` mints, the gateway trusts its own issuer."""
+    import subprocess
+    import sys
+
+    key = tmp_path / "dev.jwk"
+    auth = {"mode": "oidc", "dev_issuer": {"enabled": True, "key_file": str(key)}}
+    with running_gateway(tmp_path, {"fixture": {"url": fixture.ready_value}}, auth=auth) as gw:
+
+        def cli_token(*extra: str) -> str:
+            out = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "portcullis",
+                    "token",
+                    "--config",
+                    str(gw.config_path),
+                    "--url",
+                    gw.base,
+                    "--user",
+                    "alice",
+                    "--groups",
+                    "eng,oncall",
+                    *extra,
+                ],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=True,
+            )
+            return out.stdout.strip()
+
+        r = await post(http, gw.url("fixture"), INIT, **bearer(cli_token()))
+        assert r.status == 200
+        sid = r.headers["Mcp-Session-Id"]
+        r = await post(http, gw.url("fixture"), INIT, **bearer(cli_token("--server", "fixture")))
+        assert r.status == 200
+        recs = [x for x in load_records(gw.store) if x["session_id"] == sid]
+        assert json.loads(recs[0]["principal"])["groups"] == ["eng", "oncall"]
+        async with http.get(f"{gw.base}/dev-issuer/jwks.json") as resp:
+            jwks = await resp.json()
+        assert "d" not in jwks["keys"][0]  # only the public half is published
+    assert oct(key.stat().st_mode & 0o777) == "0o600"
