@@ -50,6 +50,9 @@ class Record:
     latency_us: int | None = None
     detail: str | None = None
     principal: str | None = None
+    decision: str | None = None  # allow / deny / hold, on the records of a flow the policy decided
+    rule: str | None = None
+    policy_version: str | None = None
 
 
 @dataclass(slots=True)
@@ -66,10 +69,21 @@ class Flow:
     detail: str | None = None
     principal: str | None = None  # the caller as the records name it (see identity.edge.Caller.record_text)
     caller: Any = None  # identity.edge.Caller of the request (S2C flows: of the session or parent request)
+    decision: str | None = None  # the policy's effect for this flow, when it decided one
+    rule: str | None = None
+    policy_version: str | None = None
+    request_record: Record | None = None  # set by the recording stage; decisions are written onto it too
     id: int = field(default_factory=lambda: next(_ids))
     started_ns: int = field(default_factory=time.monotonic_ns)
     responded_ns: int | None = None
     records: list[Record] = field(default_factory=list)
+
+    def decide(self, effect: str, rule: str | None, policy_version: str | None) -> None:
+        """Note the policy's decision; it goes into the flow's records (the request's included)."""
+        self.decision, self.rule, self.policy_version = effect, rule, policy_version
+        r = self.request_record
+        if r is not None:
+            r.decision, r.rule, r.policy_version = effect, rule, policy_version
 
     def bind(self, caller: Any) -> None:
         """Name the caller this flow acts for (its principal goes into every record of the flow)."""

@@ -51,10 +51,15 @@ def serve(config_path: str, log_level: str) -> None:
             "!!! auth mode 'none': every request is accepted WITHOUT authentication. "
             "This is for local development on a loopback address only. !!!"
         )
+    from portcullis.policy import PolicyError
     from portcullis.server.app import run
 
     try:
         run(config)
+    except PolicyError as exc:
+        for p in exc.problems:
+            click.echo(f"error: {p}", err=True)
+        sys.exit(2)
     except SchemaError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(3)

@@ -109,6 +109,11 @@ class LimitsConfig(_Strict):
     session_idle_timeout: float = Field(default=3600.0, gt=0)
 
 
+class PolicyConfig(_Strict):
+    file: str | None = Field(default=None, description="policy YAML (docs/policy.md); none: allow every caller")
+    reload_interval: float = Field(default=2.0, gt=0, description="seconds between checks of the policy file")
+
+
 class RecordingConfig(_Strict):
     durability: Literal["commit", "async"] = Field(
         default="commit", description="commit: release a response only after its record is committed"
@@ -124,7 +129,8 @@ class Config(_Strict):
     recording: RecordingConfig = RecordingConfig()
     allowed_origins: list[str] = Field(default_factory=list)
     allowed_hosts: list[str] = Field(default_factory=list)
-    pipeline: list[str] = Field(default_factory=lambda: ["record"])
+    policy: PolicyConfig = PolicyConfig()
+    pipeline: list[str] = Field(default_factory=lambda: ["record", "authz"])
     public_url: str | None = None
 
     @field_validator("listen")
@@ -146,12 +152,16 @@ class Config(_Strict):
     @field_validator("pipeline")
     @classmethod
     def _pipeline(cls, v: list[str]) -> list[str]:
-        known = {"record"}
+        known = {"record", "authz"}
         for name in v:
             if name not in known:
                 raise ValueError(f"unknown stage {name!r}; known stages: {', '.join(sorted(known))}")
         if "record" not in v:
             raise ValueError("the 'record' stage cannot be removed: every message is recorded")
+        if "authz" not in v:
+            raise ValueError("the 'authz' stage cannot be removed: every request gets a policy decision")
+        if len(set(v)) != len(v):
+            raise ValueError("a stage may appear only once")
         return v
 
     def problems(self) -> list[tuple[tuple[str, ...], str]]:

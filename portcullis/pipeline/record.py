@@ -38,6 +38,9 @@ def message_record(flow: Flow, msg: Message, direction: Direction, outcome: Outc
         latency_us=latency,
         detail=flow.detail if outcome is not None and outcome is not Outcome.OK else None,
         principal=flow.principal,
+        decision=flow.decision,
+        rule=flow.rule,
+        policy_version=flow.policy_version,
     )
 
 
@@ -45,7 +48,9 @@ class RecordStage(Stage):
     name = "record"
 
     def on_request(self, flow: Flow) -> None:
-        flow.records.append(message_record(flow, flow.request, flow.direction))
+        rec = message_record(flow, flow.request, flow.direction)
+        flow.request_record = rec
+        flow.records.append(rec)
 
     def on_response(self, flow: Flow) -> None:
         if flow.response is not None:

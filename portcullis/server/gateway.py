@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import aiohttp
@@ -17,7 +17,10 @@ from portcullis.errors import StoreError, UpstreamError
 from portcullis.flow import Record
 from portcullis.identity.edge import METADATA_PATH, Authenticator
 from portcullis.pipeline import Pipeline, Stage
+from portcullis.pipeline.authz import AuthzStage
 from portcullis.pipeline.record import RecordStage, event_record
+from portcullis.policy import PolicyStore
+from portcullis.policy.load import load_policy_text
 from portcullis.server.sessions import GatewaySession, SessionTable
 from portcullis.server.translation import EraProbe, SharedUpstream
 from portcullis.store.writer import Item, SessionEnd, SessionOpen, StoreWriter
@@ -29,18 +32,39 @@ from portcullis.upstream.stdio import StdioSession
 
 log = logging.getLogger("portcullis.gateway")
 
-STAGES: dict[str, type[Stage]] = {"record": RecordStage}
+
+def build_pipeline(names: list[str], policy: PolicyStore) -> Pipeline:
+    """The stages in the configured order (config.pipeline), each built with what it needs."""
+    factories: dict[str, Callable[[], Stage]] = {
+        "record": RecordStage,
+        "authz": lambda: AuthzStage(lambda: policy.engine),
+    }
+    return Pipeline([factories[n]() for n in names])
 
 
-def build_pipeline(names: list[str]) -> Pipeline:
-    return Pipeline([STAGES[n]() for n in names])
+ALLOW_ALL_POLICY = """\
+# The built-in policy when no policy file is configured: every authenticated caller may use everything.
+version: 1
+default: deny
+rules:
+  - id: builtin-allow-all
+    allow: {}
+"""
+
+
+def load_policy_store(config: Config) -> PolicyStore:
+    if config.policy.file is not None:
+        return PolicyStore(config.policy.file)  # raises PolicyError with file:line problems
+    log.warning("no policy file configured: every authenticated caller may use every server")
+    return PolicyStore("<builtin-allow-all>", loader=lambda _p: load_policy_text(ALLOW_ALL_POLICY, "<builtin>"))
 
 
 class Gateway:
     def __init__(self, config: Config, engine: Engine) -> None:
         self.config = config
         self.engine = engine
-        self.pipeline = build_pipeline(config.pipeline)
+        self.policy = load_policy_store(config)
+        self.pipeline = build_pipeline(config.pipeline, self.policy)
         self.writer = StoreWriter(engine)
         self.sessions = SessionTable(config.limits.max_sessions)
         self.durable = config.recording.durability == "commit"
@@ -75,6 +99,8 @@ class Gateway:
                 )
         self.auth = Authenticator(self.config.auth, self.http, self.public_base)
         self._reaper = spawn(self._reap_idle(), name="session-reaper")
+        if self.config.policy.file is not None:
+            self.background(self._watch_policy(), name="policy-watch")
 
     async def stop(self) -> None:
         self.draining = True
@@ -94,6 +120,20 @@ class Gateway:
         if self.http is not None:
             await self.http.close()
         self.writer.close()
+
+    async def _watch_policy(self) -> None:
+        """Policies reload without a restart; a broken file is refused and the last good policy stays."""
+        while True:
+            await asyncio.sleep(self.config.policy.reload_interval)
+            result = self.policy.check()
+            if result is None or (not result.changed and not result.problems):
+                continue
+            if result.problems:
+                log.error("policy file refused, keeping version %s: %s", result.version, "; ".join(result.problems))
+                self.record_event("-", None, "policy_refused", "; ".join(result.problems)[:2000])
+            else:
+                log.info("policy reloaded: %s -> %s", result.previous_version, result.version)
+                self.record_event("-", None, "policy_reload", f"{result.previous_version} -> {result.version}")
 
     def background(self, coro: Any, name: str) -> None:
         """Work that outlives the request that started it (kept and cancelled at shutdown)."""

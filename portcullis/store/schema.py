@@ -42,6 +42,9 @@ records = Table(
     Column("detail", Text),
     Column("principal", String(400)),
     Column("payload", LargeBinary),
+    Column("decision", String(16)),
+    Column("rule", String(200)),
+    Column("policy_version", String(64)),
 )
 
 Index("ix_records_session_seq", records.c.session_id, records.c.seq)

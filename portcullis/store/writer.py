@@ -3,21 +3,39 @@
 ``submit`` returns a future that resolves when the batch holding the records has committed (or fails with
 StoreError). The edge awaits it before releasing a response (durability mode ``commit``), so a response a client
 received always has its record. One wake-up of the event loop per batch keeps the per-record cost low.
+
+The hot path is kept short on both sides, because at low concurrency nearly every call is its own batch:
+
+- The loop thread does not wake the writer once per ``submit``: items submitted while the loop runs its ready
+  callbacks go to the writer together, in one queue put, from a ``call_soon`` callback queued by the first of them
+  (no timer: it runs once the callbacks already queued have run, and the loop does not sleep before it). That is
+  one thread wake-up, and one batch, for all the responses a busy loop produced at once; a batch still holds at
+  most ``max_batch`` submits.
+- The writer thread keeps one DBAPI connection for its lifetime and runs statements compiled once from the shared
+  SQLAlchemy tables (:mod:`portcullis.store.schema`) for the engine's dialect, with plain tuples (or dicts, for a
+  named paramstyle) as parameters: ``cursor.executemany`` + ``commit`` per batch, no per-batch statement
+  construction, compile-cache lookup, pool check-out or result object. The DBAPI's own transaction is used (PEP 249:
+  a transaction begins implicitly and ends with ``commit``/``rollback``), so this is the same on SQLite and
+  PostgreSQL. After a failure the connection is dropped and a fresh one is taken for the next attempt.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
+import operator
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, insert, update
+from sqlalchemy import Engine, LargeBinary, Table, bindparam, insert, update
+from sqlalchemy.engine import Dialect
+from sqlalchemy.pool import PoolProxiedConnection
 
 from portcullis.errors import StoreError
 from portcullis.flow import Record
@@ -48,6 +66,81 @@ class SessionEnd:
 
 
 Item = Record | SessionOpen | SessionEnd
+Waiter = asyncio.Future[None] | None
+Entry = tuple[list[Item], Waiter]
+
+
+def _columns(table: Table, item: type) -> tuple[str, ...]:
+    """The columns of ``table`` that ``item`` has a field of the same name for, in the table's order.
+
+    The schema is the one source of truth: a column added to the table and to the item's dataclass is written
+    without touching this module (``seq`` and the session's end columns have no field, so they are left out).
+    """
+    names = {f.name for f in dataclasses.fields(item)}
+    return tuple(c.name for c in table.columns if c.name in names)
+
+
+RECORD_COLUMNS = _columns(records, Record)
+SESSION_COLUMNS = _columns(sessions, SessionOpen)
+
+
+@dataclass(frozen=True, slots=True)
+class Statement:
+    """A statement compiled once for one dialect, and how to turn an item into its DBAPI parameters."""
+
+    sql: str
+    params: Callable[[Any], Sequence[Any] | dict[str, Any]]
+
+
+def _native_binary(dialect: Dialect) -> bool:
+    """Whether the DBAPI takes ``bytes`` for a binary column as it is (the dialect's Binary() wrap is a no-op)."""
+    return dialect.driver in ("pysqlite", "psycopg", "psycopg2")
+
+
+def _statement(compiled: Any, dialect: Dialect, attrs: dict[str, str]) -> Statement:
+    """``attrs`` maps each bind name of ``compiled`` to the item attribute that supplies it."""
+    names: list[str] = list(compiled.positiontup) if compiled.positional else list(compiled.binds)
+    getter = operator.attrgetter(*(attrs[n] for n in names))
+    procs: list[tuple[int, Callable[[Any], Any]]] = []
+    for i, name in enumerate(names):
+        typ = compiled.binds[name].type
+        proc = typ.dialect_impl(dialect).bind_processor(dialect)
+        if proc is None or (isinstance(typ, LargeBinary) and _native_binary(dialect)):
+            continue
+        procs.append((i, proc))
+    params: Callable[[Any], Sequence[Any] | dict[str, Any]]
+    if not procs and compiled.positional:
+        params = getter  # one C call per item: a tuple in the statement's parameter order
+    else:
+
+        def params(item: Any) -> Sequence[Any] | dict[str, Any]:
+            values = list(getter(item))
+            for i, proc in procs:
+                values[i] = proc(values[i])
+            return values if compiled.positional else dict(zip(names, values, strict=True))
+
+    return Statement(compiled.string, params)
+
+
+def compile_statements(dialect: Dialect) -> tuple[Statement, Statement, Statement]:
+    """(insert a record, insert a session, end a session), compiled for ``dialect`` from the shared schema."""
+
+    def ins(table: Table, cols: tuple[str, ...]) -> Statement:
+        # inline(): no RETURNING of generated keys (PostgreSQL would add one); executemany needs none
+        compiled = insert(table).inline().compile(dialect=dialect, column_keys=list(cols))
+        return _statement(compiled, dialect, {c: c for c in cols})
+
+    end = (
+        update(sessions)
+        .where(sessions.c.id == bindparam("b_id"), sessions.c.ended_ns.is_(None))
+        .values(ended_ns=bindparam("b_ended_ns"), end_reason=bindparam("b_reason"))
+    )
+    end_attrs = {"b_id": "id", "b_ended_ns": "ended_ns", "b_reason": "reason"}
+    return (
+        ins(records, RECORD_COLUMNS),
+        ins(sessions, SESSION_COLUMNS),
+        _statement(end.compile(dialect=dialect), dialect, end_attrs),
+    )
 
 
 class StoreWriter:
@@ -59,7 +152,13 @@ class StoreWriter:
         self._max_batch = max_batch
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: int | None = None
+        self._pending: list[Entry] = []  # submitted during this pass of the loop, not yet handed to the writer
         self._on_failure = on_failure
+        self._record_sql, self._session_sql, self._end_sql = compile_statements(engine.dialect)
+        self._conn: PoolProxiedConnection | None = None  # the writer thread's own, for its lifetime
+        self._dbapi: Any = None  # its DBAPI connection
+        self._cur: Any = None  # and one cursor on it
         self.healthy = True
         self.batches = 0
         self.written = 0
@@ -67,16 +166,35 @@ class StoreWriter:
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
+        self._loop_thread = threading.get_ident()
         self._thread = threading.Thread(target=self._run, name="portcullis-store-writer", daemon=True)
         self._thread.start()
 
     def submit(self, items: list[Item], wait: bool = True) -> asyncio.Future[None] | None:
+        """Queue items (FIFO); with ``wait``, a future that resolves once they have committed.
+
+        Call it on the loop's thread (``wait`` needs the loop); from any other thread the items go straight to
+        the writer.
+        """
         fut: asyncio.Future[None] | None = None
+        loop = self._loop
         if wait:
-            assert self._loop is not None
-            fut = self._loop.create_future()
-        self._q.put((items, fut))
+            assert loop is not None
+            fut = loop.create_future()
+        if loop is None or threading.get_ident() != self._loop_thread:
+            self._q.put([(items, fut)])
+            return fut
+        pending = self._pending
+        pending.append((items, fut))
+        if len(pending) == 1:
+            loop.call_soon(self._hand_over)
         return fut
+
+    def _hand_over(self) -> None:
+        """After a pass of the loop: everything it submitted goes to the writer in one put (one wake-up)."""
+        if self._pending:
+            entries, self._pending = self._pending, []
+            self._q.put(entries)
 
     async def write(self, items: list[Item]) -> None:
         fut = self.submit(items, wait=True)
@@ -84,6 +202,7 @@ class StoreWriter:
         await fut
 
     def close(self, timeout: float = 10.0) -> None:
+        self._hand_over()  # nothing submitted is left behind
         if self._thread is None:
             return
         self._q.put(_STOP)
@@ -93,80 +212,92 @@ class StoreWriter:
     # --- the writer thread -------------------------------------------------------------------------------------
 
     def _run(self) -> None:
+        q = self._q
         stop = False
-        while not stop:
-            first = self._q.get()
-            if first is _STOP:
-                break
-            batch = [first]
-            while len(batch) < self._max_batch:
-                try:
-                    nxt = self._q.get_nowait()
-                except queue.Empty:
+        try:
+            while not stop:
+                first = q.get()
+                if first is _STOP:
                     break
-                if nxt is _STOP:
-                    stop = True
-                    break
-                batch.append(nxt)
-            self._commit(batch)
+                batch: list[Entry] = first
+                while len(batch) < self._max_batch:
+                    try:
+                        nxt = q.get_nowait()
+                    except queue.Empty:
+                        break
+                    if nxt is _STOP:
+                        stop = True
+                        break
+                    batch += nxt
+                if len(batch) <= self._max_batch:
+                    self._commit(batch)
+                else:  # one busy pass of the loop handed over more than a batch holds
+                    for i in range(0, len(batch), self._max_batch):
+                        self._commit(batch[i : i + self._max_batch])
+        finally:
+            self._disconnect()
 
-    def _commit(self, batch: list[tuple[list[Item], asyncio.Future[None] | None]]) -> None:
-        recs: list[dict[str, Any]] = []
-        opens: list[dict[str, Any]] = []
+    def _cursor(self) -> Any:
+        if self._cur is None:
+            fairy = self._engine.raw_connection()  # through the pool: the engine's connect hooks (PRAGMAs) apply
+            try:
+                dbapi = fairy.dbapi_connection
+                assert dbapi is not None
+                self._cur = dbapi.cursor()
+            except BaseException:
+                fairy.invalidate()
+                raise
+            self._conn, self._dbapi = fairy, dbapi
+        return self._cur
+
+    def _disconnect(self, invalidate: bool = False) -> None:
+        conn, cur = self._conn, self._cur
+        self._conn = self._dbapi = self._cur = None
+        with contextlib.suppress(Exception):
+            if cur is not None:
+                cur.close()
+        if conn is None:
+            return
+        with contextlib.suppress(Exception):
+            if invalidate:
+                conn.invalidate()  # the pool opens a fresh DBAPI connection for the next attempt
+            else:
+                conn.close()  # back to the pool
+
+    def _write(self, recs: list[Record], opens: list[SessionOpen], ends: list[SessionEnd]) -> None:
+        cur = self._cursor()
+        if opens:
+            s = self._session_sql
+            cur.executemany(s.sql, [s.params(o) for o in opens])
+        if recs:
+            s = self._record_sql
+            cur.executemany(s.sql, [s.params(r) for r in recs])
+        if ends:
+            s = self._end_sql
+            cur.executemany(s.sql, [s.params(e) for e in ends])
+        self._dbapi.commit()
+
+    def _commit(self, batch: list[Entry]) -> None:
+        recs: list[Record] = []
+        opens: list[SessionOpen] = []
         ends: list[SessionEnd] = []
         for items, _fut in batch:
             for it in items:
                 if isinstance(it, Record):
-                    recs.append(
-                        {
-                            "ts_ns": it.ts_ns,
-                            "server": it.server,
-                            "session_id": it.session_id,
-                            "direction": it.direction,
-                            "kind": it.kind,
-                            "method": it.method,
-                            "msg_id": it.msg_id,
-                            "flow_id": it.flow_id,
-                            "outcome": it.outcome,
-                            "latency_us": it.latency_us,
-                            "detail": it.detail,
-                            "principal": it.principal,
-                            "payload": it.payload,
-                        }
-                    )
+                    recs.append(it)
                 elif isinstance(it, SessionOpen):
-                    opens.append(
-                        {
-                            "id": it.id,
-                            "server": it.server,
-                            "era": it.era,
-                            "protocol_version": it.protocol_version,
-                            "client_info": it.client_info,
-                            "principal": it.principal,
-                            "upstream_session": it.upstream_session,
-                            "created_ns": it.created_ns,
-                        }
-                    )
+                    opens.append(it)
                 else:
                     ends.append(it)
         exc: BaseException | None = None
         for attempt in range(3):
             try:
-                with self._engine.begin() as conn:
-                    if opens:
-                        conn.execute(insert(sessions), opens)
-                    if recs:
-                        conn.execute(insert(records), recs)
-                    for e in ends:
-                        conn.execute(
-                            update(sessions)
-                            .where(sessions.c.id == e.id, sessions.c.ended_ns.is_(None))
-                            .values(ended_ns=e.ended_ns, end_reason=e.reason)
-                        )
+                self._write(recs, opens, ends)
                 exc = None
                 break
             except Exception as e:  # the store failed: every waiter of this batch is refused
                 exc = e
+                self._rollback()
                 if attempt < 2:
                     time.sleep(0.01 * (attempt + 1))
         if exc is None:
@@ -188,6 +319,13 @@ class StoreWriter:
             err = None if exc is None else StoreError(f"recording store unavailable ({type(exc).__name__})")
             with contextlib.suppress(RuntimeError):
                 self._loop.call_soon_threadsafe(_resolve, futs, err)
+
+    def _rollback(self) -> None:
+        """After a failed batch: nothing of it stays, and the next attempt starts on a fresh connection."""
+        if self._dbapi is not None:
+            with contextlib.suppress(Exception):
+                self._dbapi.rollback()
+        self._disconnect(invalidate=True)
 
 
 def _resolve(futs: list[asyncio.Future[None]], err: StoreError | None) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -22,3 +22,14 @@ async def eventually(check: Callable[[], T], within: float = 10.0, what: str = "
             raise AssertionError(f"{what} did not happen within {within} s")
         await asyncio.sleep(delay)
         delay = min(delay * 2, 0.1)
+
+
+async def eventually_async(check: Callable[[], Awaitable[bool]], within: float = 10.0, what: str = "condition") -> None:
+    """Like :func:`eventually`, for a check that has to await (e.g. ask the gateway)."""
+    deadline = time.monotonic() + within
+    delay = 0.01
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} did not happen within {within} s")
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 0.2)
