@@ -66,6 +66,7 @@ class McpEndpoint:
         self._allowed_origins = frozenset(o.rstrip("/") for o in cfg.allowed_origins)
         self._allowed_hosts = frozenset(h.lower() for h in cfg.allowed_hosts)
         self._loopback = cfg.host in LOOPBACK_NAMES or cfg.host.startswith("127.")
+        self._origin_ok: set[tuple[str | None, str | None]] = set()  # (Host, Origin) pairs already allowed
 
     # --- entry -----------------------------------------------------------------------------------------------
 
@@ -126,6 +127,14 @@ class McpEndpoint:
         return session
 
     def _check_host_origin(self, request: web.Request) -> None:
+        key = (request.host, request.headers.get("Origin"))
+        if key in self._origin_ok:
+            return
+        self._check_host_origin_slow(request)
+        if len(self._origin_ok) < 1024:
+            self._origin_ok.add(key)
+
+    def _check_host_origin_slow(self, request: web.Request) -> None:
         host = (request.host or "").lower()
         hostname = host.rsplit(":", 1)[0] if not host.endswith("]") else host
         if self._allowed_hosts:
@@ -449,7 +458,11 @@ class McpEndpoint:
     ) -> web.StreamResponse:
         gw = self.gw
         try:
-            msgs = [m async for m in reply if isinstance(m, Message)]
+            if isinstance(reply, HttpReply):  # the common case: one JSON body, no async iteration
+                one = await reply.single() if reply.status != 202 else None
+                msgs = [one] if one is not None else []
+            else:
+                msgs = [m async for m in reply if isinstance(m, Message)]
         except UpstreamError as exc:
             if reply.status >= 400:
                 exc = UpstreamError(exc.code, f"upstream answered HTTP {reply.status} with no JSON-RPC response")

@@ -61,6 +61,11 @@ class HttpReply:
             raise errors.UpstreamError(errors.UPSTREAM_PROTOCOL_ERROR, "upstream response larger than the limit")
         return data
 
+    async def single(self) -> Message | None:
+        """The one message of a non-streaming reply (None for an empty body); the fast path for JSON replies."""
+        raw = await self.body()
+        return _parse_upstream(raw) if raw else None
+
     async def __aiter__(self) -> AsyncIterator[Message | Priming]:
         if not self.streaming:
             if self.status == 202:

@@ -159,8 +159,22 @@ def name_of(msg: Message) -> str | None:
     return v if isinstance(v, str) else None
 
 
+_ACCEPTS: dict[tuple[str, tuple[str, ...]], bool] = {}
+
+
 def accepts(accept: str | None, *types: str) -> bool:
+    """Whether an Accept header lists every one of ``types`` (memoized: clients send the same header each time)."""
     if not accept:
         return False
+    key = (accept, types)
+    hit = _ACCEPTS.get(key)
+    if hit is None:
+        hit = _accepts(accept, types)
+        if len(_ACCEPTS) < 256:
+            _ACCEPTS[key] = hit
+    return hit
+
+
+def _accepts(accept: str, types: tuple[str, ...]) -> bool:
     parts = [p.split(";", 1)[0].strip().lower() for p in accept.split(",")]
     return all(t in parts or "*/*" in parts or f"{t.split('/')[0]}/*" in parts for t in types)
