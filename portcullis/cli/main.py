@@ -136,6 +136,67 @@ def token(
     click.echo(mint(key, dev_issuer_url(base), audience, user, group_list, email, ttl or dev.token_ttl))
 
 
+@cli.group("apikeys")
+def apikeys_group() -> None:
+    """API keys for automated agents (stored only as hashes)."""
+
+
+def _db(config_path: str) -> Any:
+    from portcullis.store.db import ensure_schema
+
+    config = _load(config_path)
+    engine = make_engine(config.store)
+    try:
+        ensure_schema(engine, auto_create=config.store.startswith("sqlite"))
+    except SchemaError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(3)
+    return engine
+
+
+@apikeys_group.command("create")
+@click.argument("name")
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False))
+@click.option("--owner", required=True, help="the person or team answerable for the key")
+@click.option("--groups", default="", help="comma-separated groups the key acts with")
+@click.option("--ttl", default=None, type=int, help="lifetime in seconds (default: no expiry)")
+def apikeys_create(name: str, config_path: str, owner: str, groups: str, ttl: int | None) -> None:
+    """Create a key; it is printed once and never stored."""
+    from portcullis.store import apikeys
+
+    group_list = [g for g in (x.strip() for x in groups.split(",")) if g]
+    key, token = apikeys.create(_db(config_path), name, owner, group_list, ttl)
+    click.echo(f"created API key {key.id} ({name}) for {owner}; groups {', '.join(group_list) or '-'}", err=True)
+    click.echo(token)
+
+
+@apikeys_group.command("list")
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False))
+def apikeys_list(config_path: str) -> None:
+    """List keys (never their secrets)."""
+    from portcullis.store import apikeys
+
+    click.echo(f"{'ID':14} {'NAME':20} {'OWNER':24} {'GROUPS':24} {'CREATED':24} STATE")
+    for k in sorted(apikeys.load_all(_db(config_path)).values(), key=lambda k: k.created_ns):
+        state = "revoked" if k.revoked_ns else ("expired" if not k.usable() else "active")
+        click.echo(
+            f"{k.id:14} {k.name[:20]:20} {k.owner[:24]:24} {','.join(k.groups)[:24]:24} {_ts(k.created_ns):24} {state}"
+        )
+
+
+@apikeys_group.command("revoke")
+@click.argument("key_id")
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False))
+def apikeys_revoke(key_id: str, config_path: str) -> None:
+    """Revoke a key by its id; gateways refuse it within auth.api_key_refresh seconds."""
+    from portcullis.store import apikeys
+
+    if not apikeys.revoke(_db(config_path), key_id):
+        click.echo(f"error: no active API key {key_id!r}", err=True)
+        sys.exit(1)
+    click.echo(f"revoked {key_id}")
+
+
 @cli.group("sessions")
 def sessions_group() -> None:
     """Recorded sessions."""

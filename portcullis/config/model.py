@@ -59,6 +59,7 @@ class AuthConfig(_Strict):
         description="accepted JWT 'typ' header values (an absent typ is accepted)",
     )
     dev_issuer: DevIssuerConfig = DevIssuerConfig()
+    api_key_refresh: float = Field(default=2.0, gt=0, description="seconds between reloads of API keys")
     jwks_min_refetch_interval: float = Field(default=1.0, ge=0)
     jwks_max_age: float = Field(default=600.0, gt=0)
 
@@ -167,8 +168,6 @@ class Config(_Strict):
     def problems(self) -> list[tuple[tuple[str, ...], str]]:
         """Checks across keys, each with the key path it should be reported at."""
         out: list[tuple[tuple[str, ...], str]] = []
-        if self.auth.mode == "oidc" and not self.auth.issuers and not self.auth.dev_issuer.enabled:
-            out.append((("auth", "issuers"), "mode 'oidc' needs at least one issuer (or dev_issuer.enabled)"))
         if self.auth.mode == "none" and not is_loopback(self.host):
             out.append(
                 (("auth", "mode"), f"mode 'none' is accepted only on a loopback listen address, not {self.host!r}")

@@ -8,7 +8,8 @@ their own; a token without the required scopes gets 403 ``insufficient_scope``.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import time
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +20,7 @@ from portcullis.identity.dev_issuer import dev_issuer_url, load_or_create_key, p
 from portcullis.identity.jwks import IssuerKeys
 from portcullis.identity.tokens import AuthError, IssuerPolicy, TokenVerifier, Verified
 from portcullis.policy.model import Principal
+from portcullis.store import apikeys
 
 ANONYMOUS = Principal(subject="anonymous", kind="anonymous")
 METADATA_PATH = "/.well-known/oauth-protected-resource"
@@ -35,18 +37,18 @@ class Caller:
     record_text: str  # the principal as the store records it (subject, email, groups, client id, issuer)
 
     @classmethod
-    def of(cls, principal: Principal, issuer: str | None, scopes: frozenset[str]) -> Caller:
-        text = json.dumps(
-            {
-                "sub": principal.subject,
-                "email": principal.email,
-                "groups": sorted(principal.groups),
-                "client_id": principal.client_id,
-                "iss": issuer,
-                "kind": principal.kind,
-            },
-            separators=(",", ":"),
-        )
+    def of(cls, principal: Principal, issuer: str | None, scopes: frozenset[str], owner: str | None = None) -> Caller:
+        doc: dict[str, Any] = {
+            "sub": principal.subject,
+            "email": principal.email,
+            "groups": sorted(principal.groups),
+            "client_id": principal.client_id,
+            "iss": issuer,
+            "kind": principal.kind,
+        }
+        if owner is not None:
+            doc["owner"] = owner
+        text = json.dumps(doc, separators=(",", ":"))
         return cls(principal, issuer, scopes, f"{issuer or '-'}|{principal.subject}", text)
 
 
@@ -79,6 +81,10 @@ class Authenticator:
                 policies.append(IssuerPolicy(self.dev_issuer, frozenset({"ES256"}), "groups", "email"))
             self._verifier = TokenVerifier(policies, self.keys, leeway=cfg.clock_skew, allowed_types=cfg.token_types)
         self._required = frozenset(cfg.required_scopes)
+        self._api_keys: dict[str, apikeys.ApiKey] = {}
+        self._api_callers: dict[str, Caller] = {}
+        self._api_reloaded = 0.0
+        self.reload_api_keys: Callable[[], Awaitable[None]] | None = None
 
     @classmethod
     def closed(cls) -> Authenticator:
@@ -99,6 +105,8 @@ class Authenticator:
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
             raise AuthError(401, "invalid_request", "the Authorization header must be 'Bearer <token>'")
+        if token.startswith(apikeys.PREFIX):
+            return await self._api_key(token)
         v: Verified = await self._verifier.verify(token, audiences)
         missing = self._required - v.scopes
         if missing:
@@ -106,6 +114,37 @@ class Authenticator:
         if v.memo is None:
             v.memo = Caller.of(v.principal, v.issuer, v.scopes)
         caller: Caller = v.memo
+        return caller
+
+    # --- API keys (machine identities) ------------------------------------------------------------------------
+
+    def set_api_keys(self, keys: dict[str, apikeys.ApiKey]) -> None:
+        self._api_keys = keys
+        self._api_callers = {}
+
+    async def _api_key(self, token: str) -> Caller:
+        parts = apikeys.split_key(token)
+        if parts is None:
+            raise AuthError(401, "invalid_token", "the API key is malformed")
+        kid, secret = parts
+        key = self._api_keys.get(kid)
+        if key is None and self.reload_api_keys is not None and time.monotonic() - self._api_reloaded > 1.0:
+            self._api_reloaded = time.monotonic()
+            await self.reload_api_keys()  # a key created a moment ago (bounded: at most once a second)
+            key = self._api_keys.get(kid)
+        if key is None or not apikeys.matches(key, secret):
+            raise AuthError(401, "invalid_token", "the API key is not valid")
+        if key.revoked_ns is not None:
+            raise AuthError(401, "invalid_token", "the API key was revoked")
+        if not key.usable():
+            raise AuthError(401, "invalid_token", "the API key has expired")
+        caller = self._api_callers.get(kid)
+        if caller is None:
+            principal = Principal(
+                subject=f"apikey:{key.name}", groups=frozenset(key.groups), client_id=f"apikey:{kid}", kind="apikey"
+            )
+            caller = Caller.of(principal, "portcullis:api-keys", frozenset(), owner=key.owner)
+            self._api_callers[kid] = caller
         return caller
 
     def metadata(self, resource: str) -> dict[str, Any]:

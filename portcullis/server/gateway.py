@@ -23,6 +23,7 @@ from portcullis.policy import PolicyStore
 from portcullis.policy.load import load_policy_text
 from portcullis.server.sessions import GatewaySession, SessionTable
 from portcullis.server.translation import EraProbe, SharedUpstream
+from portcullis.store import apikeys
 from portcullis.store.writer import Item, SessionEnd, SessionOpen, StoreWriter
 from portcullis.tasks import spawn
 from portcullis.upstream.http import HttpUpstream
@@ -98,6 +99,10 @@ class Gateway:
                     name, scfg, self.http, lim.max_sse_event_bytes, lim.max_body_bytes * 16
                 )
         self.auth = Authenticator(self.config.auth, self.http, self.public_base)
+        if self.auth.enabled:
+            self.auth.reload_api_keys = self.reload_api_keys
+            await self.reload_api_keys()
+            self.background(self._refresh_api_keys(), name="api-keys")
         self._reaper = spawn(self._reap_idle(), name="session-reaper")
         if self.config.policy.file is not None:
             self.background(self._watch_policy(), name="policy-watch")
@@ -120,6 +125,20 @@ class Gateway:
         if self.http is not None:
             await self.http.close()
         self.writer.close()
+
+    async def reload_api_keys(self) -> None:
+        try:
+            keys = await asyncio.to_thread(apikeys.load_all, self.engine)
+        except Exception as exc:  # keep the keys we have; a store outage must not let revoked keys back in
+            log.error("could not read API keys: %s", type(exc).__name__)
+            return
+        self.auth.set_api_keys(keys)
+
+    async def _refresh_api_keys(self) -> None:
+        """Revocations made elsewhere (the CLI, another replica) take effect within the refresh interval."""
+        while True:
+            await asyncio.sleep(self.config.auth.api_key_refresh)
+            await self.reload_api_keys()
 
     async def _watch_policy(self) -> None:
         """Policies reload without a restart; a broken file is refused and the last good policy stays."""

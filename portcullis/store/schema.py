@@ -47,6 +47,19 @@ records = Table(
     Column("policy_version", String(64)),
 )
 
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("owner", String(400), nullable=False),
+    Column("groups", Text, nullable=False),
+    Column("secret_hash", String(128), nullable=False),
+    Column("created_ns", BigInteger, nullable=False),
+    Column("expires_ns", BigInteger),
+    Column("revoked_ns", BigInteger),
+)
+
 Index("ix_records_session_seq", records.c.session_id, records.c.seq)
 Index("ix_records_ts", records.c.ts_ns)
 Index("ix_sessions_created", sessions.c.created_ns)

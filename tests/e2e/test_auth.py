@@ -23,6 +23,7 @@ from tests.support.gateway import RunningGateway, running_gateway
 from tests.support.oidc import OidcProvider, running_oidc_provider
 from tests.support.procs import ManagedProcess, running_process
 from tests.support.records import load_records
+from tests.support.waiting import eventually_async
 
 pytestmark = [pytest.mark.e2e, pytest.mark.node]
 
@@ -312,3 +313,52 @@ async def test_dev_issuer_tokens_from_the_cli(
             jwks = await resp.json()
         assert "d" not in jwks["keys"][0]  # only the public half is published
     assert oct(key.stat().st_mode & 0o777) == "0o600"
+
+
+async def test_api_keys_work_and_revocation_is_refused(
+    gateway: RunningGateway, op: OidcProvider, http: aiohttp.ClientSession
+) -> None:
+    """Machine identities: a key created with the CLI works at once; revoked, it is refused (401)."""
+    import subprocess
+    import sys
+
+    def cli(*args: str) -> str:
+        return subprocess.run(
+            [sys.executable, "-m", "portcullis", "apikeys", *args, "--config", str(gateway.config_path)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        ).stdout
+
+    token = (
+        await asyncio.to_thread(
+            cli, "create", "nightly-batch", "--owner", "data-team@example.com", "--groups", "svc,eng"
+        )
+    ).strip()
+    assert token.startswith("pcl_")
+    r = await post(http, gateway.url("fixture"), INIT, **bearer(token))
+    assert r.status == 200
+    sid = r.headers["Mcp-Session-Id"]
+    rec = next(x for x in load_records(gateway.store) if x["session_id"] == sid)
+    principal = json.loads(rec["principal"])
+    assert principal["sub"] == "apikey:nightly-batch" and principal["owner"] == "data-team@example.com"
+    assert principal["groups"] == ["eng", "svc"] and principal["kind"] == "apikey"
+    listing = await asyncio.to_thread(cli, "list")
+    assert "nightly-batch" in listing and token not in listing
+    kid = token.removeprefix("pcl_").split("_")[0]
+    await asyncio.to_thread(cli, "revoke", kid)
+
+    async def refused() -> bool:
+        return (await post(http, gateway.url("fixture"), INIT, **bearer(token))).status == 401
+
+    await eventually_async(refused, within=10, what="revoked key refused")
+    wrong = token[:-4] + "AAAA"
+    assert (await post(http, gateway.url("fixture"), INIT, **bearer(wrong))).status == 401
+    kinds = [x["kind"] for x in load_records(gateway.store)]
+    assert "apikey_created" in kinds and "apikey_revoked" in kinds
+    # the store never holds the key itself
+    assert all(
+        token.encode() not in (x["payload"] or b"") and token not in (x["detail"] or "")
+        for x in load_records(gateway.store)
+    )

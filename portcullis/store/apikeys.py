@@ -1,0 +1,119 @@
+"""API keys for automated agents: ``pcl_<id>_<secret>``, stored only as a SHA-256 of the secret.
+
+The secret is 256 random bits, so a plain hash is enough (no password stretching needed); the id lets the gateway
+find the row without scanning. A key is shown once, at creation. Creation and revocation go into the record trail.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import secrets
+import time
+from dataclasses import dataclass
+
+from sqlalchemy import Engine, insert, select, update
+
+from portcullis.pipeline.record import event_record
+from portcullis.store.schema import api_keys, records
+
+PREFIX = "pcl_"
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    id: str
+    name: str
+    owner: str
+    groups: tuple[str, ...]
+    secret_hash: str
+    created_ns: int
+    expires_ns: int | None
+    revoked_ns: int | None
+
+    def usable(self, now_ns: int | None = None) -> bool:
+        now = time.time_ns() if now_ns is None else now_ns
+        return self.revoked_ns is None and (self.expires_ns is None or now < self.expires_ns)
+
+
+def hash_secret(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def split_key(token: str) -> tuple[str, str] | None:
+    """(id, secret) of a well-formed key, else None."""
+    if not token.startswith(PREFIX):
+        return None
+    kid, sep, secret = token[len(PREFIX) :].partition("_")
+    if not sep or not kid.isalnum() or len(secret) < 32:
+        return None
+    return kid, secret
+
+
+def matches(key: ApiKey, secret: str) -> bool:
+    return hmac.compare_digest(key.secret_hash, hash_secret(secret))
+
+
+def _audit(conn: object, kind: str, detail: str) -> None:
+    r = event_record("-", None, kind, detail)
+    conn.execute(  # type: ignore[attr-defined]
+        insert(records).values(
+            ts_ns=r.ts_ns, server=r.server, session_id=None, direction="gw", kind=r.kind, flow_id=0, detail=r.detail
+        )
+    )
+
+
+def create(engine: Engine, name: str, owner: str, groups: list[str], ttl_seconds: int | None) -> tuple[ApiKey, str]:
+    """A new key; returns it and the full token (shown once, never stored)."""
+    kid = secrets.token_hex(6)
+    secret = secrets.token_urlsafe(32)
+    now = time.time_ns()
+    key = ApiKey(
+        kid,
+        name,
+        owner,
+        tuple(groups),
+        hash_secret(secret),
+        now,
+        None if ttl_seconds is None else now + ttl_seconds * 1_000_000_000,
+        None,
+    )
+    with engine.begin() as conn:
+        conn.execute(
+            insert(api_keys).values(
+                id=key.id,
+                name=name,
+                owner=owner,
+                groups=json.dumps(list(groups)),
+                secret_hash=key.secret_hash,
+                created_ns=now,
+                expires_ns=key.expires_ns,
+                revoked_ns=None,
+            )
+        )
+        _audit(conn, "apikey_created", f"api key {kid} {name!r} for {owner!r}, groups {sorted(groups)}")
+    return key, f"{PREFIX}{kid}_{secret}"
+
+
+def revoke(engine: Engine, kid: str) -> bool:
+    with engine.begin() as conn:
+        n = conn.execute(
+            update(api_keys)
+            .where(api_keys.c.id == kid, api_keys.c.revoked_ns.is_(None))
+            .values(revoked_ns=time.time_ns())
+        ).rowcount
+        if n:
+            _audit(conn, "apikey_revoked", f"api key {kid} revoked")
+    return bool(n)
+
+
+def load_all(engine: Engine) -> dict[str, ApiKey]:
+    with engine.connect() as conn:
+        rows = conn.execute(select(api_keys)).all()
+    return {
+        r.id: ApiKey(
+            r.id, r.name, r.owner, tuple(json.loads(r.groups)), r.secret_hash, r.created_ns, r.expires_ns, r.revoked_ns
+        )
+        for r in rows
+    }
