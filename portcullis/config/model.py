@@ -64,6 +64,16 @@ class AuthConfig(_Strict):
     jwks_max_age: float = Field(default=600.0, gt=0)
 
 
+class UpstreamOAuthConfig(_Strict):
+    """OAuth 2.1 client credentials: the gateway's own token for an upstream (never the client's)."""
+
+    token_url: str
+    client_id: str
+    client_secret_env: str = Field(description="environment variable holding the client secret")
+    scope: str | None = None
+    resource: str | None = Field(default=None, description="RFC 8707 resource to ask the token for")
+
+
 class ServerConfig(_Strict):
     """One upstream MCP server: either ``command`` (stdio child) or ``url`` (Streamable HTTP or legacy SSE)."""
 
@@ -78,6 +88,15 @@ class ServerConfig(_Strict):
         description="which MCP wire era the upstream speaks; auto probes an HTTP upstream once (stdio: session)",
     )
     headers: dict[str, str] = Field(default_factory=dict)
+    headers_from_env: dict[str, str] = Field(
+        default_factory=dict, description="header -> environment variable holding its value (the gateway's own secret)"
+    )
+    headers_from_file: dict[str, str] = Field(
+        default_factory=dict, description="header -> file holding its value (e.g. a mounted Kubernetes Secret)"
+    )
+    oauth: UpstreamOAuthConfig | None = Field(
+        default=None, description="the gateway's own OAuth client-credentials token for this upstream"
+    )
     connect_timeout: float = Field(default=10.0, gt=0)
     call_timeout: float = Field(default=300.0, gt=0)
     startup_timeout: float = Field(default=60.0, gt=0)

@@ -9,6 +9,7 @@ import aiohttp
 
 from portcullis import errors
 from portcullis.config.model import ServerConfig
+from portcullis.upstream.credentials import UpstreamCredentials
 from portcullis.wire import sse
 from portcullis.wire.jsonrpc import Message, parse_one
 
@@ -128,11 +129,13 @@ class HttpUpstream:
         self._max_event = max_event
         self._max_json = max_json
         self._timeout = aiohttp.ClientTimeout(total=None, connect=cfg.connect_timeout, sock_read=cfg.call_timeout)
+        self.credentials = UpstreamCredentials(name, cfg, http)
 
     async def send(
         self, method: str, body: bytes | None, headers: Mapping[str, str], upstream_session: str | None
     ) -> HttpReply:
-        h = forward_headers(headers, self.cfg.headers)
+        creds = self.credentials
+        h = forward_headers(headers, await creds.headers() if creds.dynamic else creds.static)
         if upstream_session is not None:
             h["Mcp-Session-Id"] = upstream_session
         try:
