@@ -145,7 +145,12 @@ def compile_statements(dialect: Dialect) -> tuple[Statement, Statement, Statemen
 
 class StoreWriter:
     def __init__(
-        self, engine: Engine, *, max_batch: int = 2048, on_failure: Callable[[BaseException], None] | None = None
+        self,
+        engine: Engine,
+        *,
+        max_batch: int = 2048,
+        on_failure: Callable[[BaseException], None] | None = None,
+        linger: float = 0.05,
     ) -> None:
         self._engine = engine
         self._q: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -154,6 +159,9 @@ class StoreWriter:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
         self._pending: list[Entry] = []  # submitted during this pass of the loop, not yet handed to the writer
+        self._soon: asyncio.Handle | None = None  # a hand-over at the end of this loop pass (someone waits)
+        self._later: asyncio.TimerHandle | None = None  # a hand-over within ``linger`` (nobody waits yet)
+        self.linger = linger
         self._on_failure = on_failure
         self._record_sql, self._session_sql, self._end_sql = compile_statements(engine.dialect)
         self._conn: PoolProxiedConnection | None = None  # the writer thread's own, for its lifetime
@@ -184,14 +192,25 @@ class StoreWriter:
         if loop is None or threading.get_ident() != self._loop_thread:
             self._q.put([(items, fut)])
             return fut
-        pending = self._pending
-        pending.append((items, fut))
-        if len(pending) == 1:
-            loop.call_soon(self._hand_over)
+        self._pending.append((items, fut))
+        if wait:
+            if self._soon is None:
+                if self._later is not None:
+                    self._later.cancel()
+                    self._later = None
+                self._soon = loop.call_soon(self._hand_over)
+        elif self._soon is None and self._later is None:
+            # nobody waits for these (e.g. a request's record while its call runs): they ride along with the next
+            # awaited commit, or go within ``linger`` seconds, whichever is first — one wake-up instead of two
+            self._later = loop.call_later(self.linger, self._hand_over)
         return fut
 
     def _hand_over(self) -> None:
-        """After a pass of the loop: everything it submitted goes to the writer in one put (one wake-up)."""
+        """Everything submitted so far goes to the writer in one put (one wake-up)."""
+        if self._later is not None:
+            self._later.cancel()
+            self._later = None
+        self._soon = None
         if self._pending:
             entries, self._pending = self._pending, []
             self._q.put(entries)
