@@ -8,6 +8,7 @@ their own; a token without the required scopes gets 403 ``insufficient_scope``.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -17,10 +18,12 @@ import aiohttp
 
 from portcullis.config.model import AuthConfig
 from portcullis.identity.dev_issuer import dev_issuer_url, load_or_create_key, public_jwks
-from portcullis.identity.jwks import IssuerKeys
+from portcullis.identity.jwks import IssuerKeys, JwksError
 from portcullis.identity.tokens import AuthError, IssuerPolicy, TokenVerifier, Verified
 from portcullis.policy.model import Principal
 from portcullis.store import apikeys
+
+log = logging.getLogger("portcullis.identity")
 
 ANONYMOUS = Principal(subject="anonymous", kind="anonymous")
 METADATA_PATH = "/.well-known/oauth-protected-resource"
@@ -85,6 +88,19 @@ class Authenticator:
         self._api_callers: dict[str, Caller] = {}
         self._api_reloaded = 0.0
         self.reload_api_keys: Callable[[], Awaitable[None]] | None = None
+
+    async def prime(self) -> None:
+        """Fetch each issuer's discovery and keys once at start (best effort: failures are retried on demand)."""
+        for i in self.cfg.issuers:
+            keys = self.keys[i.issuer]
+            try:
+                await keys.refresh()
+            except JwksError as exc:
+                log.warning("issuer %s not reachable yet: %s", i.issuer, exc)
+                continue
+            dropped = [s for s in i.scopes_supported if keys.scopes_supported and s not in keys.scopes_supported]
+            if dropped:
+                log.warning("issuer %s does not accept scopes %s; they are not advertised", i.issuer, dropped)
 
     @classmethod
     def closed(cls) -> Authenticator:
@@ -151,7 +167,9 @@ class Authenticator:
         """RFC 9728 protected-resource metadata for ``resource``."""
         scopes: list[str] = []
         for i in self.cfg.issuers:
-            scopes.extend(s for s in i.scopes_supported if s not in scopes)
+            known = self.keys[i.issuer].scopes_supported
+            # advertise only scopes the issuer accepts: clients copy them into their registration
+            scopes.extend(s for s in i.scopes_supported if s not in scopes and (not known or s in known))
         servers = [i.issuer for i in self.cfg.issuers]
         if self.dev_issuer is not None:
             servers.append(self.dev_issuer)

@@ -44,6 +44,7 @@ class IssuerKeys:
         self.max_age = max_age
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self.fetches = 0
+        self.scopes_supported: frozenset[str] | None = None  # from discovery; None until known
         self.negative_ttl = negative_ttl
         self._missing: dict[str | None, float] = {}
 
@@ -108,11 +109,15 @@ class IssuerKeys:
 
     async def _fetch(self) -> None:
         self.fetches += 1
-        if self.jwks_uri is None:
+        if self.jwks_uri is None or self.scopes_supported is None:
             doc = await self._json(self.issuer.rstrip("/") + "/.well-known/openid-configuration")
             if doc.get("issuer") != self.issuer:
                 raise JwksError(f"discovery for {self.issuer!r} names a different issuer")
-            uri = doc.get("jwks_uri")
+            scopes = doc.get("scopes_supported")
+            self.scopes_supported = (
+                frozenset(x for x in scopes if isinstance(x, str)) if isinstance(scopes, list) else frozenset()
+            )
+            uri = self.jwks_uri or doc.get("jwks_uri")
             if not isinstance(uri, str):
                 raise JwksError(f"discovery for {self.issuer!r} has no jwks_uri")
             self.jwks_uri = uri

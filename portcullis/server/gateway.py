@@ -100,6 +100,7 @@ class Gateway:
                 )
         self.auth = Authenticator(self.config.auth, self.http, self.public_base)
         if self.auth.enabled:
+            await self.auth.prime()
             self.auth.reload_api_keys = self.reload_api_keys
             await self.reload_api_keys()
             self.background(self._refresh_api_keys(), name="api-keys")

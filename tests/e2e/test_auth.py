@@ -52,7 +52,8 @@ def fixture() -> Iterator[ManagedProcess]:
 def gateway(
     op: OidcProvider, fixture: ManagedProcess, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[RunningGateway]:
-    auth = {"mode": "oidc", "issuers": [{"issuer": op.issuer, "scopes_supported": ["mcp:tools"]}]}
+    # "made:up" is not a scope the provider accepts: it must not be advertised (clients copy advertised scopes)
+    auth = {"mode": "oidc", "issuers": [{"issuer": op.issuer, "scopes_supported": ["mcp:tools", "made:up"]}]}
     servers = {"fixture": {"url": fixture.ready_value}, "other": {"url": fixture.ready_value}}
     with running_gateway(tmp_path_factory.mktemp("gw"), servers, auth=auth) as gw:
         yield gw
