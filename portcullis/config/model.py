@@ -150,7 +150,7 @@ class Config(_Strict):
     allowed_origins: list[str] = Field(default_factory=list)
     allowed_hosts: list[str] = Field(default_factory=list)
     policy: PolicyConfig = PolicyConfig()
-    pipeline: list[str] = Field(default_factory=lambda: ["record", "authz"])
+    pipeline: list[str] = Field(default_factory=lambda: ["record", "bind", "authz"])
     public_url: str | None = None
 
     @field_validator("listen")
@@ -172,14 +172,18 @@ class Config(_Strict):
     @field_validator("pipeline")
     @classmethod
     def _pipeline(cls, v: list[str]) -> list[str]:
-        known = {"record", "authz"}
+        known = {"record", "bind", "authz"}
         for name in v:
             if name not in known:
                 raise ValueError(f"unknown stage {name!r}; known stages: {', '.join(sorted(known))}")
         if "record" not in v:
             raise ValueError("the 'record' stage cannot be removed: every message is recorded")
-        if "authz" not in v:
-            raise ValueError("the 'authz' stage cannot be removed: every request gets a policy decision")
+        for mandatory, why in (
+            ("authz", "every request gets a policy decision"),
+            ("bind", "what is minted for one principal stays theirs"),
+        ):
+            if mandatory not in v:
+                raise ValueError(f"the {mandatory!r} stage cannot be removed: {why}")
         if len(set(v)) != len(v):
             raise ValueError("a stage may appear only once")
         return v

@@ -18,6 +18,7 @@ from portcullis.flow import Record
 from portcullis.identity.edge import METADATA_PATH, Authenticator
 from portcullis.pipeline import Pipeline, Stage
 from portcullis.pipeline.authz import AuthzStage
+from portcullis.pipeline.bind import BindStage
 from portcullis.pipeline.record import RecordStage, event_record
 from portcullis.policy import PolicyStore
 from portcullis.policy.load import load_policy_text
@@ -38,6 +39,7 @@ def build_pipeline(names: list[str], policy: PolicyStore) -> Pipeline:
     """The stages in the configured order (config.pipeline), each built with what it needs."""
     factories: dict[str, Callable[[], Stage]] = {
         "record": RecordStage,
+        "bind": BindStage,
         "authz": lambda: AuthzStage(lambda: policy.engine),
     }
     return Pipeline([factories[n]() for n in names])

@@ -363,3 +363,38 @@ async def test_api_keys_work_and_revocation_is_refused(
         token.encode() not in (x["payload"] or b"") and token not in (x["detail"] or "")
         for x in load_records(gateway.store)
     )
+
+
+async def test_task_ids_are_bound_to_their_principal(
+    gateway: RunningGateway, op: OidcProvider, http: aiohttp.ClientSession
+) -> None:
+    """A task the upstream minted for alice (2026-07-28 tasks extension) cannot be read or cancelled by bob."""
+    meta = {
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": {"extensions": {"io.modelcontextprotocol/tasks": {}}},
+    }
+
+    def headers(token: str, method: str, name: str) -> dict[str, str]:
+        return {"MCP-Protocol-Version": "2026-07-28", "Mcp-Method": method, "Mcp-Name": name, **bearer(token)}
+
+    async def rpc(token: str, mid: int, method: str, params: dict[str, Any], name: str) -> dict[str, Any]:
+        body = {"jsonrpc": "2.0", "id": mid, "method": method, "params": {**params, "_meta": meta}}
+        h = {"Content-Type": "application/json", "Accept": ACCEPT, **headers(token, method, name)}
+        async with http.post(gateway.url("fixture"), json=body, headers=h) as r:
+            raw = await r.read()
+        if raw.startswith(b"{"):
+            out: dict[str, Any] = json.loads(raw)
+            return out
+        datas = [json.loads(line[6:]) for line in raw.split(b"\n") if line.startswith(b"data: ") and line[6:].strip()]
+        return next(m for m in datas if m.get("id") == mid)
+
+    alice = op.user_token("alice", gateway.url("fixture"))
+    bob = op.user_token("bob", gateway.url("fixture"))
+    created = await rpc(alice, 1, "tools/call", {"name": "slow_compute", "arguments": {"seconds": 5}}, "slow_compute")
+    task_id = created["result"]["taskId"]
+    stolen = await rpc(bob, 2, "tasks/get", {"taskId": task_id}, task_id)
+    assert stolen["error"]["code"] == -32010 and "another principal" in stolen["error"]["message"]
+    stolen = await rpc(bob, 3, "tasks/cancel", {"taskId": task_id}, task_id)
+    assert stolen["error"]["code"] == -32010
+    own = await rpc(alice, 4, "tasks/get", {"taskId": task_id}, task_id)
+    assert own["result"]["taskId"] == task_id
