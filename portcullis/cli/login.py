@@ -163,7 +163,8 @@ class LoginEntry:
 
 
 def config_dir(env: Mapping[str, str] | None = None) -> Path:
-    """``$PORTCULLIS_CONFIG_DIR``, else ``$XDG_CONFIG_HOME/portcullis`` (an absolute one), else ``~/.config/portcullis``."""
+    """``$PORTCULLIS_CONFIG_DIR``, else ``$XDG_CONFIG_HOME/portcullis`` (when absolute), else
+    ``~/.config/portcullis``."""
     env = os.environ if env is None else env
     explicit = env.get(CONFIG_DIR_ENV)
     if explicit:
@@ -269,16 +270,16 @@ class TokenCache:
             self.save(entry)
 
     @contextlib.asynccontextmanager
-    async def lock(self, key: CacheKey, timeout: float = LOCK_TIMEOUT) -> AsyncIterator[None]:
+    async def lock(self, key: CacheKey, within: float = LOCK_TIMEOUT) -> AsyncIterator[None]:
         """An exclusive, cross-process lock on one entry (``flock`` on ``<digest>.lock``), waited for at most
-        ``timeout`` seconds. A process that dies releases it."""
+        ``within`` seconds. A process that dies releases it."""
         if sys.platform == "win32":  # no flock: a refresh race is possible there
             yield
             return
         self._ensure_dirs()
         fd = os.open(self.dir / f"{key.digest}.lock", os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
         try:
-            deadline = time.monotonic() + timeout
+            deadline = time.monotonic() + within
             delay = 0.01
             while True:
                 try:
@@ -286,7 +287,9 @@ class TokenCache:
                     break
                 except BlockingIOError:
                     if time.monotonic() >= deadline:
-                        raise OAuthError(f"the token cache entry {key.digest} stayed locked for {timeout:.0f} s") from None
+                        raise OAuthError(
+                            f"the token cache entry {key.digest} stayed locked for {within:.0f} s"
+                        ) from None
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 0.25)
             try:
@@ -321,9 +324,12 @@ class AiohttpOAuth:
     async def _send(self, method: str, url: str, **kwargs: Any) -> tuple[int, Any]:
         try:
             async with self.session.request(method, url, timeout=self.timeout, allow_redirects=False, **kwargs) as r:
-                raw = await r.content.read(MAX_OAUTH_BODY + 1)
-                if len(raw) > MAX_OAUTH_BODY:
-                    raise OAuthError(f"{method} {_origin(url)}: the answer is larger than {MAX_OAUTH_BODY} bytes")
+                try:
+                    raw = await read_limited(r.content, MAX_OAUTH_BODY)
+                except TooLarge:
+                    raise OAuthError(
+                        f"{method} {_origin(url)}: the answer is larger than {MAX_OAUTH_BODY} bytes"
+                    ) from None
                 try:
                     return r.status, json.loads(raw) if raw else None
                 except ValueError:
@@ -347,8 +353,25 @@ class AiohttpOAuth:
 
     async def post_json(self, url: str, body: Mapping[str, Any]) -> tuple[int, Any]:
         return await self._send(
-            "POST", url, data=json.dumps(body), headers={"Accept": "application/json", "Content-Type": "application/json"}
+            "POST",
+            url,
+            data=json.dumps(body),
+            headers={"Accept": "application/json", "Content-Type": "application/json"},
         )
+
+
+class TooLarge(ValueError):
+    """A body exceeded its limit."""
+
+
+async def read_limited(content: aiohttp.StreamReader, limit: int) -> bytes:
+    """A whole body, but never more than ``limit`` bytes of it (TooLarge)."""
+    buf = bytearray()
+    async for chunk in content.iter_any():
+        buf += chunk
+        if len(buf) > limit:
+            raise TooLarge(f"larger than {limit} bytes")
+    return bytes(buf)
 
 
 def _origin(url: str) -> str:
@@ -433,6 +456,8 @@ async def fetch_resource_metadata(http: OAuthHttp, gateway: str, server: str | N
         status, doc = await http.get_json(url)
         tried.append(f"{url}: HTTP {status}")
         if status == 404:
+            if server and expected != gateway:
+                log.warning("the gateway has no metadata for %r; logging in for the gateway as a whole", server)
             continue
         if status != 200 or not isinstance(doc, dict):
             raise OAuthError(f"protected-resource metadata {url}: HTTP {status}")
@@ -450,12 +475,9 @@ async def fetch_resource_metadata(http: OAuthHttp, gateway: str, server: str | N
         scopes = doc.get("scopes_supported")
         scope_list = [x for x in scopes if isinstance(x, str)] if isinstance(scopes, list) else []
         return ResourceMetadata(expected, list(servers), scope_list)
-    if server:
-        raise OAuthError(
-            f"the gateway serves no protected-resource metadata for {server!r} ({'; '.join(tried)}): is the server "
-            "name right, and does the gateway require authentication?"
-        )
-    raise OAuthError(f"the gateway serves no protected-resource metadata ({'; '.join(tried)})")
+    raise OAuthError(
+        f"the gateway serves no protected-resource metadata ({'; '.join(tried)}): does it require authentication?"
+    )
 
 
 async def fetch_authorization_server(http: OAuthHttp, issuer: str) -> dict[str, Any]:
@@ -545,7 +567,7 @@ def _client_auth(client: ClientRegistration, form: dict[str, str]) -> tuple[str,
 
 
 async def token_request(
-    http: OAuthHttp, endpoint: str, client: ClientRegistration, form: dict[str, str], what: str
+    http: OAuthHttp, endpoint: str, client: ClientRegistration, form: dict[str, str]
 ) -> tuple[int, Any]:
     basic = _client_auth(client, form)
     return await http.post_form(endpoint, form, basic)
@@ -554,14 +576,19 @@ async def token_request(
 async def refresh_token(http: OAuthHttp, entry: LoginEntry, now: Callable[[], float] = time.time) -> TokenSet:
     assert entry.token is not None and entry.token.refresh_token
     form = {"grant_type": "refresh_token", "refresh_token": entry.token.refresh_token, "resource": entry.key.resource}
-    status, body = await token_request(http, entry.token_endpoint, entry.client, form, "refresh")
+    status, body = await token_request(http, entry.token_endpoint, entry.client, form)
     if status != 200:
         raise _oauth_error("the token refresh was refused", status, body)
     return token_set(body, now(), entry.token.refresh_token)
 
 
 async def fresh_entry(
-    cache: TokenCache, key: CacheKey, http: OAuthHttp, *, failed: str | None = None, now: Callable[[], float] = time.time
+    cache: TokenCache,
+    key: CacheKey,
+    http: OAuthHttp,
+    *,
+    failed: str | None = None,
+    now: Callable[[], float] = time.time,
 ) -> LoginEntry:
     """The cached login for ``key`` with an access token worth sending, refreshed first when it is expired (or is
     the ``failed`` one the gateway just refused). The decision and the refresh happen under the entry's lock after
@@ -676,13 +703,13 @@ class LoopbackListener:
             headers={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"},
         )
 
-    async def wait(self, timeout: float) -> dict[str, str]:
+    async def wait(self, within: float) -> dict[str, str]:
         assert self._result is not None
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(within):
                 return await self._result
         except TimeoutError:
-            raise OAuthError(f"no login answer within {timeout:.0f} s") from None
+            raise OAuthError(f"no login answer within {within:.0f} s") from None
 
     async def close(self) -> None:
         if self._runner is not None:
@@ -722,7 +749,7 @@ async def code_flow(
     client: ClientRegistration | None,
     *,
     open_browser: bool,
-    timeout: float,
+    within: float,
     echo: Echo,
 ) -> tuple[ClientRegistration, dict[str, Any]]:
     """Authorization code + PKCE: returns the client used and the token endpoint's answer."""
@@ -739,7 +766,9 @@ async def code_flow(
     await listener.start()
     try:
         if client is None:
-            client = await register_client(http, asm, ["authorization_code", "refresh_token"], listener.redirect_uri, scope)
+            client = await register_client(
+                http, asm, ["authorization_code", "refresh_token"], listener.redirect_uri, scope
+            )
         params = {
             "response_type": "code",
             "client_id": client.client_id,
@@ -761,7 +790,10 @@ async def code_flow(
         if open_browser:
             await _open_browser(url)
         code = check_callback(
-            await listener.wait(timeout), state, issuer, asm.get("authorization_response_iss_parameter_supported") is True
+            await listener.wait(within),
+            state,
+            issuer,
+            asm.get("authorization_response_iss_parameter_supported") is True,
         )
     finally:
         await listener.close()
@@ -772,7 +804,7 @@ async def code_flow(
         "code_verifier": verifier,
         "resource": resource,
     }
-    status, body = await token_request(http, str(asm["token_endpoint"]), client, form, "code")
+    status, body = await token_request(http, str(asm["token_endpoint"]), client, form)
     if status != 200:
         raise _oauth_error("the authorization code exchange was refused", status, body)
     return client, body if isinstance(body, dict) else {}
@@ -791,7 +823,7 @@ async def device_flow(
     client: ClientRegistration | None,
     *,
     open_browser: bool,
-    timeout: float,
+    within: float,
     echo: Echo,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     clock: Callable[[], float] = time.monotonic,
@@ -804,7 +836,7 @@ async def device_flow(
     form = {"resource": resource}
     if scope:
         form["scope"] = scope
-    status, body = await token_request(http, endpoint, client, form, "device")
+    status, body = await token_request(http, endpoint, client, form)
     if status != 200 or not isinstance(body, dict):
         raise _oauth_error("the device authorization request was refused", status, body)
     device_code, user_code = body.get("device_code"), body.get("user_code")
@@ -813,19 +845,19 @@ async def device_flow(
         raise OAuthError("the device authorization answer lacks device_code, user_code or verification_uri")
     complete = body.get("verification_uri_complete")
     interval = float(body["interval"]) if isinstance(body.get("interval"), int | float) else 5.0
-    expires_in = float(body["expires_in"]) if isinstance(body.get("expires_in"), int | float) else timeout
+    expires_in = float(body["expires_in"]) if isinstance(body.get("expires_in"), int | float) else within
     echo(f"To log in, open {verification} and enter the code:  {user_code}")
     if isinstance(complete, str):
         echo(f"(or open {complete})")
     if open_browser:
         await _open_browser(complete if isinstance(complete, str) else verification)
-    deadline = clock() + min(timeout, expires_in)
+    deadline = clock() + min(within, expires_in)
     while True:
         if clock() + interval > deadline:
-            raise OAuthError(f"the device login was not approved within {min(timeout, expires_in):.0f} s")
+            raise OAuthError(f"the device login was not approved within {min(within, expires_in):.0f} s")
         await sleep(interval)
         form = {"grant_type": DEVICE_GRANT, "device_code": device_code, "resource": resource}
-        status, body = await token_request(http, str(asm["token_endpoint"]), client, form, "device")
+        status, body = await token_request(http, str(asm["token_endpoint"]), client, form)
         if status == 200:
             return client, body if isinstance(body, dict) else {}
         error = body.get("error") if isinstance(body, dict) else None
@@ -905,7 +937,15 @@ async def login(opts: LoginOptions, cache: TokenCache, echo: Echo) -> LoginEntry
             client = cached.client
         flow = device_flow if opts.device else code_flow
         client, body = await flow(
-            http, asm, issuer, prm.resource, scope, client, open_browser=opts.open_browser, timeout=opts.timeout, echo=echo
+            http,
+            asm,
+            issuer,
+            prm.resource,
+            scope,
+            client,
+            open_browser=opts.open_browser,
+            within=opts.timeout,
+            echo=echo,
         )
         entry = LoginEntry(key, opts.server, issuer, str(asm["token_endpoint"]), client, token_set(body, time.time()))
         async with cache.lock(key):

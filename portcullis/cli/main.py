@@ -312,6 +312,7 @@ def _register() -> None:
     from portcullis.cli.policy_cmd import policy_group
 
     cli.add_command(policy_group, "policy")
+    __import__("portcullis.cli.connect", fromlist=["register"]).register(cli)  # login, connect
 
 
 _register()

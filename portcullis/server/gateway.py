@@ -90,6 +90,8 @@ class Gateway:
             connector=aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=60, enable_cleanup_closed=True),
             auto_decompress=False,
             skip_auto_headers=("User-Agent",),
+            # an upstream's cookies must never flow from one client's session into another's
+            cookie_jar=aiohttp.DummyCookieJar(),
         )
         lim = self.config.limits
         for name, scfg in self.config.servers.items():

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 
 import aiohttp
+import yarl
 
 from portcullis import errors
 from portcullis.config.model import ServerConfig
@@ -123,7 +124,7 @@ class HttpUpstream:
     ) -> None:
         assert cfg.url is not None
         self.name = name
-        self.url = cfg.url
+        self.url = yarl.URL(cfg.url)  # parsed once, not per request
         self.cfg = cfg
         self._http = http
         self._max_event = max_event
