@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import urllib.parse
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -398,3 +399,17 @@ async def test_task_ids_are_bound_to_their_principal(
     assert stolen["error"]["code"] == -32010
     own = await rpc(alice, 4, "tasks/get", {"taskId": task_id}, task_id)
     assert own["result"]["taskId"] == task_id
+
+
+async def test_typescript_sdk_client_with_a_bearer_token(gateway: RunningGateway, op: OidcProvider) -> None:
+    from tests.e2e.test_ts_client import run_ts_client
+
+    token = op.user_token("bob", gateway.url("fixture"))
+    marker = f"ts-auth-{time.time_ns()}"
+    code, _seconds, obs, stderr = await asyncio.to_thread(
+        run_ts_client, "fixture", gateway.url("fixture"), marker, env={"TS_CLIENT_BEARER": token}
+    )
+    assert code == 0 and not obs["timedOut"], stderr[-2000:]
+    assert not obs["errors"], obs["errors"]
+    recs = [r for r in load_records(gateway.store) if marker.encode() in (r["payload"] or b"")]
+    assert recs and all(json.loads(r["principal"])["sub"] == "bob" for r in recs)

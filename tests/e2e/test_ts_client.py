@@ -70,14 +70,16 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway
         yield gw
 
 
-def run_ts_client(profile: str, url: str, marker: str, cwd: Path = REPO_ROOT) -> tuple[int, float, dict[str, Any], str]:
+def run_ts_client(
+    profile: str, url: str, marker: str, cwd: Path = REPO_ROOT, env: dict[str, str] | None = None
+) -> tuple[int, float, dict[str, Any], str]:
     started = time.monotonic()
     proc = subprocess.run(
         [str(NODE22), str(TS_CLIENT), profile, url, marker],
         capture_output=True,
         timeout=RUN_TIMEOUT_S,
         cwd=cwd,
-        env={**node_env(), "TS_CLIENT_WATCHDOG_MS": str(WATCHDOG_MS)},
+        env={**node_env(), "TS_CLIENT_WATCHDOG_MS": str(WATCHDOG_MS), **(env or {})},
         check=False,
     )
     seconds = time.monotonic() - started

@@ -111,7 +111,10 @@ function tracingFetch(name) {
 
 function connect(capabilities, name) {
   const client = new Client({ name, version: "1.0.0" }, { capabilities });
-  const transport = new StreamableHTTPClientTransport(new URL(url), { fetch: tracingFetch(name) });
+  // TS_CLIENT_BEARER: a bearer token for a gateway that authenticates (the SDK sends it on every request)
+  const bearer = process.env.TS_CLIENT_BEARER;
+  const requestInit = bearer ? { headers: { Authorization: `Bearer ${bearer}` } } : undefined;
+  const transport = new StreamableHTTPClientTransport(new URL(url), { fetch: tracingFetch(name), requestInit });
   transport.onerror = (err) => out.transportErrors.push(`${name}: ${err?.message ?? String(err)}`);
   return { client, transport };
 }
