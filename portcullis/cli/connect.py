@@ -101,7 +101,7 @@ class LineSplitter:
         while True:
             nl = self._buf.find(b"\n")
             if nl < 0:
-                if len(self._buf) > self.max_line:
+                if len(self._buf) > self.max_line + 1:  # (+1: a line of max_line may still get its \r\n)
                     if not self._skipping:
                         out.append(Oversize(len(self._buf)))
                     self._skipping = True
@@ -122,10 +122,10 @@ class LineSplitter:
 
     def end(self) -> list[bytes | Oversize]:
         """At EOF: a last line without a newline still counts."""
-        rest, self._buf = bytes(self._buf), bytearray()
+        rest, self._buf = bytes(self._buf).rstrip(b"\r"), bytearray()
         if self._skipping or not rest.strip():
             return []
-        return [rest.rstrip(b"\r")]
+        return [Oversize(len(rest)) if len(rest) > self.max_line else rest]
 
 
 def _members(body: Any) -> list[Any]:
@@ -470,6 +470,9 @@ class Relay:
             )
         except (SSEParseError, TooLarge) as exc:
             self._fail(pending, ids, errors.UPSTREAM_PROTOCOL_ERROR, f"the gateway's reply broke: {exc}")
+        except Exception:  # a bug here must still answer each request
+            log.exception("relaying a message failed")
+            self._fail(pending, ids, errors.INTERNAL_ERROR, "Internal error in portcullis connect")
         finally:
             if sent is not None:
                 sent.set()
@@ -664,6 +667,7 @@ class Relay:
                             return
                         failures += 1
                     else:
+                        log.debug("the standalone stream is open")
                         new_id, new_retry = await self._relay_stream(resp, set(), False)
                         last_id = new_id or last_id
                         retry = new_retry if new_retry is not None else retry
@@ -777,8 +781,10 @@ def connect_command(server: str, gateway: str, request_timeout: float, max_line:
         max_line=max_line,
     )
     code = asyncio.run(relay.run(sys.stdin.fileno()))
-    with contextlib.suppress(BrokenPipeError, OSError, ValueError):
+    try:
         sys.stdout.flush()
+    except (BrokenPipeError, OSError, ValueError):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second complaint at interpreter exit
     sys.exit(code)
 
 

@@ -189,7 +189,9 @@ def token_action(
     """
     if token is None:
         return "login"
-    stale = (failed is not None and hmac.compare_digest(failed, token.access_token)) or expired(token, now, skew)
+    stale = (failed is not None and hmac.compare_digest(failed.encode(), token.access_token.encode())) or expired(
+        token, now, skew
+    )
     if not stale:
         return "use"
     return "refresh" if token.refresh_token else "login"
@@ -230,7 +232,7 @@ class TokenCache:
                 return None
             if stat.S_IMODE(st.st_mode) & 0o077:
                 log.warning("%s was readable by others; made it private (0600)", path)
-                os.fchmod(f.fileno(), 0o600)
+                os.chmod(path, 0o600)
             raw = f.read(MAX_OAUTH_BODY + 1)
         try:
             entry = LoginEntry.from_json(json.loads(raw))
@@ -251,7 +253,7 @@ class TokenCache:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
         try:
             with os.fdopen(fd, "wb") as f:
-                os.fchmod(f.fileno(), 0o600)
+                os.chmod(tmp, 0o600)  # exactly, whatever the umask took away
                 f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
@@ -605,7 +607,7 @@ async def fresh_entry(
         if action == "use":
             return entry
         if action == "login":
-            raise LoginRequired("the cached token expired and there is no refresh token")
+            raise LoginRequired("the cached token expired (or was refused) and there is no refresh token")
         try:
             token = await refresh_token(http, entry, now)
         except OAuthError as exc:
@@ -678,9 +680,9 @@ class LoopbackListener:
         self._result = asyncio.get_running_loop().create_future()
         app = web.Application()
         app.router.add_get("/callback", self._callback)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0, shutdown_timeout=2.0)
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
         server = site._server  # aiohttp exposes the bound port only here
         assert server is not None
@@ -719,7 +721,18 @@ class LoopbackListener:
 Echo = Callable[[str], None]
 
 
+def _graphical_session(env: Mapping[str, str] | None = None) -> bool:
+    """Whether ``webbrowser`` would start a real browser (not a console one that takes over this terminal)."""
+    env = os.environ if env is None else env
+    if env.get("BROWSER") or sys.platform in ("darwin", "win32"):
+        return True
+    return bool(env.get("DISPLAY") or env.get("WAYLAND_DISPLAY"))
+
+
 async def _open_browser(url: str) -> None:
+    if not _graphical_session():
+        log.info("no graphical session: not starting a browser")
+        return
     try:
         opened = await asyncio.wait_for(asyncio.to_thread(webbrowser.open, url), 10)
     except (TimeoutError, webbrowser.Error, OSError):
