@@ -65,13 +65,52 @@ class AuthConfig(_Strict):
 
 
 class UpstreamOAuthConfig(_Strict):
-    """OAuth 2.1 client credentials: the gateway's own token for an upstream (never the client's)."""
+    """The gateway's own OAuth token for an upstream (never the client's token).
 
+    ``client_credentials``: a token for the gateway itself. ``token_exchange`` (RFC 8693): the gateway, authenticated
+    as this confidential client, exchanges the caller's validated access token at ``token_url`` for a token whose
+    audience is the upstream; the caller's token goes only to ``token_url``, never to the upstream.
+    """
+
+    grant: Literal["client_credentials", "token_exchange"] = Field(
+        default="client_credentials",
+        description="client_credentials: the gateway's own token; token_exchange: the caller's token exchanged "
+        "(RFC 8693) for one whose audience is this upstream",
+    )
     token_url: str
     client_id: str
     client_secret_env: str = Field(description="environment variable holding the client secret")
     scope: str | None = None
-    resource: str | None = Field(default=None, description="RFC 8707 resource to ask the token for")
+    resource: str | None = Field(
+        default=None,
+        description="RFC 8707 resource to ask the token for (token_exchange without audience: the upstream's url)",
+    )
+    audience: str | None = Field(
+        default=None, description="token_exchange: RFC 8693 audience, the upstream's logical name at the provider"
+    )
+    subject_issuer: str | None = Field(
+        default=None,
+        description="token_exchange: only callers' tokens from this issuer are sent to token_url (others fail "
+        "closed); default: a token from any trusted issuer",
+    )
+    cache_size: int = Field(
+        default=10_000, gt=0, description="token_exchange: exchanged tokens kept (one per caller token)"
+    )
+
+    @field_validator("token_url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if not re.match(r"^https?://", v):
+            raise ValueError("expected an http:// or https:// URL")
+        return v
+
+    @model_validator(mode="after")
+    def _exchange_only(self) -> UpstreamOAuthConfig:
+        if self.grant != "token_exchange":
+            for key in ("audience", "subject_issuer"):
+                if getattr(self, key) is not None:
+                    raise ValueError(f"'{key}' needs grant: token_exchange")
+        return self
 
 
 class ServerConfig(_Strict):

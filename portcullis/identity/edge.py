@@ -40,7 +40,14 @@ class Caller:
     record_text: str  # the principal as the store records it (subject, email, groups, client id, issuer)
 
     @classmethod
-    def of(cls, principal: Principal, issuer: str | None, scopes: frozenset[str], owner: str | None = None) -> Caller:
+    def of(
+        cls,
+        principal: Principal,
+        issuer: str | None,
+        scopes: frozenset[str],
+        owner: str | None = None,
+        key: str | None = None,
+    ) -> Caller:
         doc: dict[str, Any] = {
             "sub": principal.subject,
             "email": principal.email,
@@ -52,7 +59,7 @@ class Caller:
         if owner is not None:
             doc["owner"] = owner
         text = json.dumps(doc, separators=(",", ":"))
-        return cls(principal, issuer, scopes, f"{issuer or '-'}|{principal.subject}", text)
+        return cls(principal, issuer, scopes, key or f"{issuer or '-'}|{principal.subject}", text)
 
 
 ANONYMOUS_CALLER = Caller.of(ANONYMOUS, None, frozenset())
@@ -159,7 +166,10 @@ class Authenticator:
             principal = Principal(
                 subject=f"apikey:{key.name}", groups=frozenset(key.groups), client_id=f"apikey:{kid}", kind="apikey"
             )
-            caller = Caller.of(principal, "portcullis:api-keys", frozenset(), owner=key.owner)
+            # bound by key id: two keys that share a name are still two principals
+            caller = Caller.of(
+                principal, "portcullis:api-keys", frozenset(), owner=key.owner, key=f"portcullis:api-keys|{kid}"
+            )
             self._api_callers[kid] = caller
         return caller
 

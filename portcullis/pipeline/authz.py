@@ -21,6 +21,7 @@ from portcullis.wire.jsonrpc import Kind
 from portcullis.wire.mcp import Era, name_of
 
 HELD = -32011
+UNGATED = frozenset({"initialize", "ping", "server/discover"})
 ANONYMOUS = Principal(subject="anonymous", kind="anonymous")
 MAX_ANNOTATED_TOOLS = 10_000
 
@@ -37,12 +38,13 @@ class AuthzStage(Stage):
         if flow.direction is not Direction.C2S or msg.kind is not Kind.REQUEST:
             return  # notifications and the client's answers to server requests carry no new authority
         method = msg.method or ""
-        if method not in CALL_METHODS and method not in LIST_METHODS:
-            return  # initialize, ping, completion, tasks...: authenticated, not a use of a named thing
+        if method in UNGATED:
+            return  # the handshake and liveness: authenticated, and no use of anything
+        # every other request — calls, lists, completion, tasks, subscriptions, vendor methods — gets a decision
         principal = flow.caller.principal if flow.caller is not None else ANONYMOUS
         target = name_of(msg) if method in CALL_METHODS else None
         if method in CALL_METHODS and target is None:
-            target = _string(msg.params.get("uri"))
+            target = _string(msg.params.get("uri"))  # resources/subscribe, unsubscribe
         args = msg.params.get("arguments")
         annotations = self._annotations.get((flow.server, target)) if method == "tools/call" and target else None
         decision = self._engine().decide(

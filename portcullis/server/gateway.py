@@ -241,6 +241,14 @@ class Gateway:
                 raise StoreError("recording store unavailable")
             self.writer.submit(items, wait=False)
 
+    async def record_request(self, records: list[Record]) -> None:
+        """A request's records before it is forwarded: queued while the store is healthy; while it is failing, this
+        write is the probe and must succeed first (raises StoreError), so nothing reaches an upstream unrecorded."""
+        if self.writer.healthy:
+            self.submit(records)
+        else:
+            await self.commit(records)
+
     def submit(self, records: list[Record]) -> None:
         if records:
             items = list(records)

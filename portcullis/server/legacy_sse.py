@@ -26,6 +26,7 @@ from portcullis.server.mcp_endpoint import (
     _ClientWriter,
     _StreamJob,
     json_error,
+    read_bounded,
 )
 from portcullis.server.sessions import GatewaySession, mint_session_id
 from portcullis.tasks import spawn
@@ -133,10 +134,10 @@ class LegacySseEndpoint:
             ctype = request.headers.get("Content-Type", "")
             if ctype.split(";", 1)[0].strip().lower() != JSON:
                 raise ProtocolError(415, errors.INVALID_REQUEST, "Unsupported Media Type: use application/json")
-            body = await request.content.read(self.gw.config.limits.max_body_bytes + 1)
-            request["body"] = body
-            if len(body) > self.gw.config.limits.max_body_bytes:
+            got = await read_bounded(request.content, self.gw.config.limits.max_body_bytes)
+            if got is None:
                 raise ProtocolError(413, errors.INVALID_REQUEST, "Payload Too Large")
+            body = request["body"] = got
             parsed = parse_body(body)
             if isinstance(parsed, list):
                 raise ProtocolError(400, errors.INVALID_REQUEST, "Invalid Request: batches are not relayed")
@@ -202,7 +203,7 @@ class LegacySseEndpoint:
                 await gw.commit(flow.records)
                 await writer.send(flow.response.raw)
                 return
-            gw.submit(flow.records)
+            await gw.record_request(flow.records)
             try:
                 reply: Any = await ep._send_upstream(self._headers(session), session.server, flow, session)
             except UpstreamError as exc:

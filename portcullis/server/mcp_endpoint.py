@@ -17,6 +17,7 @@ import orjson
 from aiohttp import web
 
 from portcullis import errors
+from portcullis.config.model import is_loopback
 from portcullis.errors import ProtocolError, StageError, StoreError, UpstreamError
 from portcullis.flow import Direction, Flow, Outcome
 from portcullis.identity.edge import Caller, www_authenticate
@@ -52,6 +53,20 @@ LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
 MAX_UPSTREAM_RESUMES = 5
 
 
+async def read_bounded(stream: Any, limit: int) -> bytes | None:
+    """The whole body, or None if it is longer than ``limit`` (``read(n)`` alone returns what has arrived so far)."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        chunk = await stream.read(65536)
+        if not chunk:
+            return b"".join(chunks)
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+
+
 def json_error(status: int, msg_id: Any, code: int, message: str, data: object = None, **headers: str) -> web.Response:
     return web.Response(
         status=status, body=orjson.dumps(error_body(msg_id, code, message, data)), content_type=JSON, headers=headers
@@ -65,7 +80,7 @@ class McpEndpoint:
         self._max_body = cfg.limits.max_body_bytes
         self._allowed_origins = frozenset(o.rstrip("/") for o in cfg.allowed_origins)
         self._allowed_hosts = frozenset(h.lower() for h in cfg.allowed_hosts)
-        self._loopback = cfg.host in LOOPBACK_NAMES or cfg.host.startswith("127.")
+        self._loopback = is_loopback(cfg.host)
         self._origin_ok: set[tuple[str | None, str | None]] = set()  # (Host, Origin) pairs already allowed
 
     # --- entry -----------------------------------------------------------------------------------------------
@@ -140,7 +155,7 @@ class McpEndpoint:
         if self._allowed_hosts:
             if host not in self._allowed_hosts and hostname not in self._allowed_hosts:
                 raise ProtocolError(421, errors.INVALID_REQUEST, "Misdirected Request: Host header not allowed")
-        elif self._loopback and hostname not in LOOPBACK_NAMES and not hostname.startswith("127."):
+        elif self._loopback and not is_loopback(hostname.strip("[]")):
             raise ProtocolError(421, errors.INVALID_REQUEST, "Misdirected Request: Host header not allowed")
         origin = request.headers.get("Origin")
         if origin is None:
@@ -169,8 +184,8 @@ class McpEndpoint:
         length = request.content_length
         if length is not None and length > self._max_body:
             raise ProtocolError(413, errors.INVALID_REQUEST, f"Payload Too Large: the limit is {self._max_body} bytes")
-        body = await request.content.read(self._max_body + 1)
-        if len(body) > self._max_body:
+        body = await read_bounded(request.content, self._max_body)
+        if body is None:
             raise ProtocolError(413, errors.INVALID_REQUEST, f"Payload Too Large: the limit is {self._max_body} bytes")
         request["body"] = body
         return body
@@ -249,7 +264,7 @@ class McpEndpoint:
                     if writer is not None and m.kind is Kind.REQUEST:
                         await writer.send(flow.response.raw)
                     return
-                gw.submit(flow.records)
+                await gw.record_request(flow.records)
                 try:
                     reply = await self._send_upstream(request.headers, server, flow, session)
                 except UpstreamError as exc:
@@ -305,7 +320,11 @@ class McpEndpoint:
         elif await self.gw.needs_stateless_session(server):
             session.to_stateless = True
             session.init_params = dict(msg.params)
-        return await self._relay(request, server, Era.SESSION, msg, session, session.protocol_version, new=True)
+        try:
+            return await self._relay(request, server, Era.SESSION, msg, session, session.protocol_version, new=True)
+        finally:
+            if not session.established and session.channel is not None and session.id not in self.gw.sessions:
+                await session.channel.close()  # initialize failed, timed out or was refused: no orphan process
 
     # --- relaying one client message ------------------------------------------------------------------------
 
@@ -331,10 +350,7 @@ class McpEndpoint:
             gw.pipeline.run_response(flow, seen)
             return await self._json_reply(flow, session, 200 if msg.kind is Kind.REQUEST else 403)
         try:
-            if gw.writer.healthy:
-                gw.submit(flow.records)
-            else:  # the store failed before: this write is the probe; forward nothing it cannot record
-                await gw.commit(flow.records)
+            await gw.record_request(flow.records)
         except StoreError as exc:
             return self._store_refusal(flow, exc, session, new)
         try:
@@ -385,15 +401,28 @@ class McpEndpoint:
             job = session.inflight.get(request_key(msg.params.get("requestId")))
             if job is not None:
                 job.cancel()
+        # RFC 8693 token exchange: the caller's own bearer JWT (already verified at the edge; never an API key) goes
+        # to the upstream's authorization server, never upstream. Paths that cannot carry it fail closed there.
+        up = self.gw.http_upstreams.get(server)
+        subject: str | None = None
+        if up is not None and up.credentials.exchange:
+            scheme, _, token = (headers.get("Authorization") or "").partition(" ")
+            caller = flow.caller
+            if (
+                scheme.lower() == "bearer"
+                and caller is not None
+                and caller.principal.kind not in ("apikey", "anonymous")
+            ):
+                subject = token.strip() or None
         if session is None:  # a 2026-07-28 request
             if await self.gw.speaks_stateless(server):
-                return await self.gw.http_upstreams[server].send("POST", msg.raw, headers, None)
+                return await self.gw.http_upstreams[server].send("POST", msg.raw, headers, None, subject)
             return await self.gw.shared(server).forward(msg)  # the upstream speaks only the session era
         if session.channel is not None:
             return await session.channel.send(msg)
         if session.to_stateless:
             return await self._to_stateless(session, msg)
-        return await self.gw.http_upstreams[server].send("POST", msg.raw, headers, session.upstream_session)
+        return await self.gw.http_upstreams[server].send("POST", msg.raw, headers, session.upstream_session, subject)
 
     async def _to_stateless(self, session: GatewaySession, msg: Message) -> Any:
         """A session-era client's message to a 2026-07-28-only upstream: the gateway keeps the session itself."""
@@ -593,7 +622,13 @@ class McpEndpoint:
             return await self._listen_stream(request, session, _aiter(session.channel.listen()), None)
         up = self.gw.http_upstreams[server]
         try:
-            reply = await up.send("GET", None, request.headers, session.upstream_session)
+            # the gateway's own headers: the client's Last-Event-ID names a gateway event, not the upstream's
+            reply = await up.send(
+                "GET",
+                None,
+                {"Accept": "text/event-stream", "MCP-Protocol-Version": session.protocol_version or ""},
+                session.upstream_session,
+            )
         except UpstreamError as exc:
             return json_error(502, None, exc.code, exc.message)
         if reply.status != 200 or not reply.streaming:
@@ -764,8 +799,9 @@ class _StreamJob:
                 await self._close()
         if self.cancelled:
             return self._was_cancelled()
-        if not writer.gone:
-            # the upstream ended the stream without answering: the client still gets exactly one response
+        if not writer.gone or flow.era is Era.SESSION:
+            # the upstream ended the stream without answering: the client still gets exactly one response (in the
+            # session era into the resumable buffer too, for a client that comes back with Last-Event-ID)
             flow.fail(
                 errors.UPSTREAM_PROTOCOL_ERROR,
                 "upstream closed the stream without a response",

@@ -13,6 +13,8 @@ from typing import Any
 from portcullis.upstream.routed import RoutedSession
 from portcullis.wire.mcp import Era
 
+MAX_STREAMS = 64  # resumable streams remembered per session
+
 
 class StreamBuffer:
     """The last ``size`` events of one SSE stream, so that a client can resume with Last-Event-ID.
@@ -89,12 +91,10 @@ class GatewaySession:
         self.stream_seq += 1
         buf = StreamBuffer(self.stream_seq, self.buffer_size)
         self.streams[self.stream_seq] = buf
-        # keep the number of remembered streams bounded
-        while len(self.streams) > 64:
-            oldest = next(iter(self.streams))
-            if not self.streams[oldest].closed:
-                break
-            del self.streams[oldest]
+        # keep the number of remembered streams bounded: drop the oldest closed ones (open ones are in use)
+        if len(self.streams) > MAX_STREAMS:
+            for no in [n for n, b in self.streams.items() if b.closed][: len(self.streams) - MAX_STREAMS]:
+                del self.streams[no]
         return buf
 
 

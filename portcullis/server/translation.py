@@ -71,6 +71,7 @@ class MappedReply:
         self._to_stateless = to_stateless
         self._answer = answer_server_request
         self._final_result = final_result
+        self._shared = answer_server_request is not None  # only SharedUpstream passes a refuser
         self.status = inner.status
         self.streaming = inner.streaming
         self.session_id = None
@@ -103,6 +104,8 @@ class MappedReply:
                 body = {**m.body, "params": params}
                 yield Message(orjson.dumps(body), body, m.kind)
                 continue
+            if self._shared:
+                continue  # on a session shared by many callers, an uncorrelated message belongs to none of them
             yield m
 
     async def aclose(self, cancel: bool = False) -> None:

@@ -13,17 +13,31 @@ from portcullis.config.model import ServerConfig
 from portcullis.upstream.credentials import UpstreamCredentials
 from portcullis.wire import sse
 from portcullis.wire.jsonrpc import Message, parse_one
+from portcullis.wire.mcp import STATELESS_VERSIONS
 
 # headers a client may send that the upstream needs; never Authorization or Cookie (the client's credentials stay
 # with the gateway)
 FORWARD_REQUEST_HEADERS = ("Accept", "Content-Type", "MCP-Protocol-Version", "Mcp-Method", "Mcp-Name", "Last-Event-ID")
 
 
+ROUTING_HEADERS = frozenset({"mcp-method", "mcp-name"})
+
+
 def forward_headers(src: Mapping[str, str], extra: Mapping[str, str]) -> dict[str, str]:
+    """The headers an upstream gets: the MCP ones the client sent, plus the gateway's own credential.
+
+    Routing headers (``Mcp-Method``, ``Mcp-Name``, ``Mcp-Param-*``) go only with a 2026-07-28 request, whose ladder
+    checked them against the body; on a session-era request nothing checked them, so they are not passed on.
+    """
+    stateless = src.get("MCP-Protocol-Version") in STATELESS_VERSIONS and "Mcp-Session-Id" not in src
     out = {h: v for h in FORWARD_REQUEST_HEADERS if (v := src.get(h)) is not None}
-    for k, v in src.items():
-        if k[:10].lower() == "mcp-param-":
-            out[k] = v
+    if not stateless:
+        for h in ("Mcp-Method", "Mcp-Name"):
+            out.pop(h, None)
+    else:
+        for k, v in src.items():
+            if k[:10].lower() == "mcp-param-":
+                out[k] = v
     out.update(extra)
     return out
 
@@ -58,10 +72,21 @@ class HttpReply:
         length = self._resp.content_length
         if length is not None and length > self._max_json:
             raise errors.UpstreamError(errors.UPSTREAM_PROTOCOL_ERROR, "upstream response larger than the limit")
-        data = await self._resp.content.read(self._max_json + 1)
-        if len(data) > self._max_json:
-            raise errors.UpstreamError(errors.UPSTREAM_PROTOCOL_ERROR, "upstream response larger than the limit")
-        return data
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            while chunk := await self._resp.content.read(65536):  # read(n) alone returns what has arrived so far
+                size += len(chunk)
+                if size > self._max_json:
+                    raise errors.UpstreamError(
+                        errors.UPSTREAM_PROTOCOL_ERROR, "upstream response larger than the limit"
+                    )
+                chunks.append(chunk)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise errors.UpstreamError(
+                errors.UPSTREAM_UNAVAILABLE, f"upstream response broke off ({type(exc).__name__})"
+            ) from exc
+        return b"".join(chunks)
 
     async def single(self) -> Message | None:
         """The one message of a non-streaming reply (None for an empty body); the fast path for JSON replies."""
@@ -133,14 +158,24 @@ class HttpUpstream:
         self.credentials = UpstreamCredentials(name, cfg, http)
 
     async def send(
-        self, method: str, body: bytes | None, headers: Mapping[str, str], upstream_session: str | None
+        self,
+        method: str,
+        body: bytes | None,
+        headers: Mapping[str, str],
+        upstream_session: str | None,
+        subject_token: str | None = None,
     ) -> HttpReply:
+        """``subject_token``: the caller's validated access token, for an upstream whose credential is an RFC 8693
+        token exchange (it goes to the authorization server, never to the upstream)."""
         creds = self.credentials
-        h = forward_headers(headers, await creds.headers() if creds.dynamic else creds.static)
+        h = forward_headers(headers, await creds.headers(subject_token) if creds.dynamic else creds.static)
         if upstream_session is not None:
             h["Mcp-Session-Id"] = upstream_session
         try:
-            resp = await self._http.request(method, self.url, data=body, headers=h, timeout=self._timeout)
+            # never follow a redirect: it would carry the body and the gateway's credential to another place
+            resp = await self._http.request(
+                method, self.url, data=body, headers=h, timeout=self._timeout, allow_redirects=False
+            )
         except TimeoutError as exc:
             raise errors.UpstreamError(
                 errors.UPSTREAM_TIMEOUT, f"upstream {self.name!r} did not answer in time"

@@ -151,6 +151,11 @@ class RoutedSession:
             raise self._gone()
         reply: RoutedReply | Done
         if msg.kind is Kind.REQUEST:
+            if _key(msg.id) in self._pending:
+                # its answer could not be told apart from the other's (and a filtered result could leak)
+                raise errors.UpstreamError(
+                    errors.INVALID_REQUEST, "Invalid Request: a request with this id is already in flight"
+                )
             meta = msg.params.get("_meta")
             token = meta.get("progressToken") if isinstance(meta, dict) else None
             limit = self.cfg.startup_timeout if msg.method == "initialize" else self.cfg.call_timeout

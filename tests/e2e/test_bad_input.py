@@ -280,6 +280,7 @@ async def test_a_closed_stateless_stream_cancels_the_upstream_call(
     body["params"]["_meta"] = {
         "io.modelcontextprotocol/protocolVersion": "2026-07-28",
         "io.modelcontextprotocol/clientCapabilities": {},
+        "progressToken": "p31",
     }
     headers = {
         "Content-Type": "application/json",

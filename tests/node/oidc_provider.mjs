@@ -31,11 +31,29 @@
 //                                       keys stay in the JWKS (verify-only) when keep_old, else they are dropped
 //   PUT  /__test__/users/:name          body: claims merged into that user (null deletes a claim; creates the user)
 //
+//   GET  /__test__/exchanges            every token-exchange request that reached the grant (a client without it is
+//                                       refused before), in order: {client_id, ok, error, sub, target, jti,
+//                                       subject_jti} (never a token itself)
+//
 // Access tokens requested with `resource=<url>` (RFC 8707) are JWTs (RFC 9068): header {alg: RS256 (or ES256), typ:
 // "at+jwt", kid}; claims: the account's `accessTokenClaims` (or the client's groups/claims for client credentials),
 // jti, sub, iat, exp, scope (only the requested scopes from `scopes`, e.g. "mcp:tools"), client_id, iss (the issuer
 // exactly), aud (the resource string exactly as requested, one string). No nbf. Without a resource the token is
 // opaque (userinfo only). An authorization request that asks for no scope at all ends in access_denied.
+//
+// Token exchange (RFC 8693; oidc-provider does not ship it, so it is registered here as a custom grant): a confidential
+// client whose grant_types include urn:ietf:params:oauth:grant-type:token-exchange (by default `portcullis-gateway`)
+// POSTs subject_token (an access token of this provider: a JWT verified with the provider's own keys, or an opaque
+// one), subject_token_type (…:token-type:access_token or …:token-type:jwt), one target (`resource` or `audience`, an
+// absolute http(s) URL checked like a resource indicator), optionally `scope` (a subset of the subject token's scopes)
+// and requested_token_type (…:access_token or …:jwt). It gets a JWT access token shaped like the others: sub = the
+// subject token's sub, the account's `accessTokenClaims` (e.g. groups; for a subject that is no account, those claims
+// copied from the subject token), client_id = the requesting client, aud = the target, and
+// act = {sub: <requesting client_id>} (nested with the subject token's own `act`, RFC 8693 4.1). A `may_act` claim in
+// the subject token restricts who may act (4.4). The response carries issued_token_type …:access_token,
+// token_type Bearer, expires_in and scope. Refusals follow 2.2.2: invalid_request for a subject token that is
+// invalid or unacceptable (and for an unsupported token type or actor_token), invalid_target for the target,
+// invalid_scope for the scope; a client without the grant gets oidc-provider's own refusal (invalid_request).
 
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
@@ -86,6 +104,7 @@ const DEFAULTS = {
   // Static clients: oidc-provider client metadata plus two keys of ours, `groups` and `claims`, copied into every
   // access token the client gets with the client-credentials grant (its `sub` is the client_id).
   // Confidential clients default to grant_types ["client_credentials"], no redirect URIs, client_secret_basic.
+  // `portcullis-gateway` may also exchange users' tokens (RFC 8693, below); `portcullis-service` may not.
   clients: [
     {
       client_id: 'portcullis-service',
@@ -93,7 +112,16 @@ const DEFAULTS = {
       groups: ['svc-batch'],
       claims: { realm_access: { roles: ['mcp-service'] } },
     },
+    {
+      client_id: 'portcullis-gateway',
+      client_secret: 'portcullis-gateway-secret',
+      grant_types: ['client_credentials', 'urn:ietf:params:oauth:grant-type:token-exchange'],
+      groups: ['svc-gateway'],
+    },
   ],
+  // Token exchange policy. subjectAudiences: null accepts a subject token of any audience; a list accepts only subject
+  // tokens whose aud is one of them (anything else: invalid_request).
+  tokenExchange: { subjectAudiences: null },
   // Scopes beyond the OIDC ones (openid, offline_access, and the `claims` keys). They are accepted everywhere
   // (discovery scopes_supported, dynamic registration `scope`, authorization and token requests) and they are the
   // resource-server scopes: an access token for a resource carries exactly those of them that were requested.
@@ -309,20 +337,161 @@ async function findAccount(_ctx, sub) {
   };
 }
 
+// access token issued by the token-exchange grant -> {act, subjectClaims} (read when the token is formatted)
+const exchangedTokens = new WeakMap();
+
+function copyAccessTokenClaims(source) {
+  const extra = {};
+  for (const claim of config.accessTokenClaims) {
+    if (source[claim] !== undefined) extra[claim] = structuredClone(source[claim]);
+  }
+  return extra;
+}
+
 async function extraTokenClaims(_ctx, token) {
   if (token.kind === 'ClientCredentials') {
     return structuredClone(clientClaims.get(token.clientId) ?? {});
   }
+  const exchange = exchangedTokens.get(token);
+  if (exchange) {
+    const account = accountBySub(token.accountId);
+    return { ...copyAccessTokenClaims(account ?? exchange.subjectClaims), act: structuredClone(exchange.act) };
+  }
   if (token.accountId) {
     const account = accountBySub(token.accountId);
     if (!account) return undefined;
-    const extra = {};
-    for (const claim of config.accessTokenClaims) {
-      if (account[claim] !== undefined) extra[claim] = structuredClone(account[claim]);
-    }
-    return extra;
+    return copyAccessTokenClaims(account);
   }
   return undefined;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// token exchange (RFC 8693), a custom grant type
+
+const TOKEN_EXCHANGE_GRANT = 'urn:ietf:params:oauth:grant-type:token-exchange';
+const ACCESS_TOKEN_TYPE = 'urn:ietf:params:oauth:token-type:access_token';
+const JWT_TOKEN_TYPE = 'urn:ietf:params:oauth:token-type:jwt';
+const TOKEN_EXCHANGE_PARAMS = ['subject_token', 'subject_token_type', 'actor_token', 'actor_token_type',
+  'requested_token_type', 'resource', 'audience', 'scope'];
+const exchangeLog = [];
+
+function b64urlJson(part) {
+  return JSON.parse(Buffer.from(part, 'base64url').toString('utf8'));
+}
+
+// A JWT access token of this provider, verified with its own keys (current and kept ones): its claims.
+function verifyJwtAccessToken(token) {
+  const parts = token.split('.');
+  let header;
+  let claims;
+  try {
+    header = b64urlJson(parts[0]);
+    claims = b64urlJson(parts[1]);
+  } catch {
+    throw new errors.InvalidRequest('subject_token is not a valid JWT');
+  }
+  const jwk = signingJwks.find((k) => k.kid === header.kid);
+  if (!jwk || header.alg !== jwk.alg) throw new errors.InvalidRequest('subject_token is not signed by this provider');
+  const key = crypto.createPublicKey({ key: publicJwk(jwk), format: 'jwk' });
+  const signature = Buffer.from(parts[2], 'base64url');
+  const verifyKey = jwk.alg === 'ES256' ? { key, dsaEncoding: 'ieee-p1363' } : key;
+  if (!crypto.verify('sha256', Buffer.from(`${parts[0]}.${parts[1]}`), verifyKey, signature)) {
+    throw new errors.InvalidRequest('subject_token signature is invalid');
+  }
+  if (header.typ !== 'at+jwt') throw new errors.InvalidRequest('subject_token is not an access token');
+  if (claims.iss !== issuer) throw new errors.InvalidRequest('subject_token was issued by someone else');
+  if (typeof claims.exp !== 'number' || claims.exp <= now()) throw new errors.InvalidRequest('subject_token has expired');
+  if (typeof claims.sub !== 'string' || !claims.sub) throw new errors.InvalidRequest('subject_token has no subject');
+  return claims;
+}
+
+async function subjectClaims(provider, token) {
+  if (token.split('.').length === 3) return verifyJwtAccessToken(token);
+  const opaque = await provider.AccessToken.find(token);  // undefined when unknown, expired or revoked
+  if (!opaque?.accountId) throw new errors.InvalidRequest('subject_token is not an active access token');
+  return { sub: opaque.accountId, client_id: opaque.clientId, scope: opaque.scope, aud: opaque.aud, jti: opaque.jti };
+}
+
+function listParam(value) {
+  if (value === undefined) return [];
+  return Array.isArray(value) ? value : [value];
+}
+
+async function tokenExchange(ctx) {
+  const entry = { client_id: ctx.oidc.client.clientId, ok: false };
+  exchangeLog.push(entry);
+  try {
+    await issueExchangedToken(ctx, entry);
+    entry.ok = true;
+  } catch (err) {
+    entry.error = err?.error ?? 'server_error';
+    throw err;
+  }
+}
+
+async function issueExchangedToken(ctx, entry) {
+  const { client, params, provider } = ctx.oidc;
+  if (!params.subject_token) throw new errors.InvalidRequest('missing required parameter subject_token');
+  if (!params.subject_token_type) throw new errors.InvalidRequest('missing required parameter subject_token_type');
+  if (![ACCESS_TOKEN_TYPE, JWT_TOKEN_TYPE].includes(params.subject_token_type)) {
+    throw new errors.InvalidRequest('unsupported subject_token_type');
+  }
+  if (params.actor_token !== undefined || params.actor_token_type !== undefined) {
+    throw new errors.InvalidRequest('actor_token is not supported: the authenticated client is the actor');
+  }
+  if (params.requested_token_type !== undefined
+    && ![ACCESS_TOKEN_TYPE, JWT_TOKEN_TYPE].includes(params.requested_token_type)) {
+    throw new errors.InvalidRequest('unsupported requested_token_type');
+  }
+
+  const targets = [...new Set([...listParam(params.resource), ...listParam(params.audience)])];
+  if (targets.length === 0 && config.defaultResource) targets.push(config.defaultResource);
+  if (targets.length !== 1) throw new errors.InvalidTarget('exactly one resource or audience is required');
+  const [target] = targets;
+  const info = resourceServerInfo(target);  // invalid_target for an unknown one
+
+  const subject = await subjectClaims(provider, params.subject_token);
+  entry.sub = subject.sub;
+  entry.subject_jti = subject.jti;
+  const subjectAudiences = config.tokenExchange?.subjectAudiences;
+  if (Array.isArray(subjectAudiences)
+    && !listParam(subject.aud).some((aud) => subjectAudiences.includes(aud))) {
+    throw new errors.InvalidRequest('subject_token audience is not accepted for token exchange');
+  }
+  if (subject.may_act?.sub !== undefined && subject.may_act.sub !== client.clientId) {
+    throw new errors.InvalidRequest('the subject token does not allow this client to act for its subject');
+  }
+
+  const held = new Set((subject.scope ?? '').split(' ').filter(Boolean));
+  const available = new Set(info.scope.split(' '));
+  let scopes;
+  if (params.scope) {
+    scopes = params.scope.split(' ').filter(Boolean);
+    const beyond = scopes.filter((s) => !held.has(s) || !available.has(s));
+    if (beyond.length) throw new errors.InvalidScope(`scope beyond the subject token: ${beyond.join(' ')}`);
+  } else {
+    scopes = [...held].filter((s) => available.has(s));
+  }
+
+  const token = new provider.AccessToken({
+    accountId: subject.sub,
+    client,
+    gty: 'token_exchange',
+    scope: scopes.join(' ') || undefined,
+    resourceServer: new provider.ResourceServer(target, info),
+  });
+  const act = { sub: client.clientId, ...(subject.act ? { act: subject.act } : {}) };
+  exchangedTokens.set(token, { act, subjectClaims: subject });
+  const value = await token.save();
+  entry.target = target;
+  entry.jti = token.jti;
+  ctx.body = {
+    access_token: value,
+    issued_token_type: ACCESS_TOKEN_TYPE,
+    token_type: 'Bearer',
+    expires_in: token.expiration,
+    ...(token.scope ? { scope: token.scope } : {}),
+  };
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -343,6 +512,16 @@ function checkResource(indicator) {
   if (Array.isArray(config.resources) && !config.resources.includes(indicator)) {
     throw new errors.InvalidTarget('resource indicator is not known to this test provider');
   }
+}
+
+function resourceServerInfo(indicator) {
+  checkResource(indicator);
+  return {
+    scope: resourceScope,
+    accessTokenTTL: config.accessTokenTTL,
+    accessTokenFormat: 'jwt',
+    jwt: { sign: { alg: config.accessTokenSigningAlg } },
+  };
 }
 
 const cookieKeys = [crypto.randomBytes(32).toString('base64url')];
@@ -381,15 +560,7 @@ function providerOptions() {
         defaultResource: async (_ctx, _client, oneOf) => oneOf ?? config.defaultResource ?? undefined,
         // The token request need not repeat the resource the authorization request named.
         useGrantedResource: async () => true,
-        getResourceServerInfo: async (_ctx, indicator) => {
-          checkResource(indicator);
-          return {
-            scope: resourceScope,
-            accessTokenTTL: config.accessTokenTTL,
-            accessTokenFormat: 'jwt',
-            jwt: { sign: { alg: config.accessTokenSigningAlg } },
-          };
-        },
+        getResourceServerInfo: async (_ctx, indicator) => resourceServerInfo(indicator),
       },
     },
     ttl: {
@@ -425,6 +596,7 @@ let providerCallback;
 
 function buildProvider() {
   const next = new Provider(issuer, providerOptions());
+  next.registerGrantType(TOKEN_EXCHANGE_GRANT, tokenExchange, TOKEN_EXCHANGE_PARAMS, ['resource', 'audience']);
   for (const event of ['server_error', 'grant.error', 'authorization.error', 'registration_create.error',
     'interaction.error', 'end_session.error', 'userinfo.error']) {
     next.on(event, (_ctx, err) => log(event, err?.name ?? '', err?.message ?? String(err),
@@ -554,6 +726,8 @@ async function handleTestHook(req, res, path) {
       access_token_alg: config.accessTokenSigningAlg,
       access_token_kid: activeKids()[config.accessTokenSigningAlg],
     });
+  } else if (path === '/__test__/exchanges' && req.method === 'GET') {
+    send(res, 200, exchangeLog);
   } else if (path === '/__test__/rotate-keys' && req.method === 'POST') {
     const text = await readBody(req);
     const body = text ? JSON.parse(text) : {};

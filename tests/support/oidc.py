@@ -29,6 +29,15 @@ headlessly::
         result = await op.aio.authorize(remembered_url, user="alice")
         return AuthorizationCodeResult(code=result.code, state=result.state, iss=result.iss)  # SDK's callback type
 
+Token exchange (RFC 8693, a custom grant of the script): :meth:`OidcProvider.token_exchange` trades a subject token
+for one aimed at another resource, as the confidential client ``portcullis-gateway`` (the default
+:attr:`OidcProvider.exchange_client`); :meth:`OidcProvider.exchanges` lists every exchange the provider saw::
+
+    gateway_token = op.user_token("alice", resource="http://127.0.0.1:8080/mcp/demo")
+    answer = op.token_exchange(gateway_token, resource="http://127.0.0.1:9000/mcp")
+    claims = op.verify(answer["access_token"], resource="http://127.0.0.1:9000/mcp")
+    assert claims["sub"] == "alice" and claims["act"] == {"sub": "portcullis-gateway"}
+
 Negative tokens: :meth:`OidcProvider.forge_token` signs arbitrary claims with the provider's real
 private key (exported by the loopback-only ``/__test__/keys`` hook), and
 :meth:`OidcProvider.negative_tokens` returns a named set a correct resource server must reject.
@@ -62,10 +71,12 @@ from tests.support.conformance import NODE22, REPO_ROOT, node_env
 from tests.support.procs import ManagedProcess, start_process
 
 __all__ = [
+    "ACCESS_TOKEN_TYPE",
     "DEFAULT_REDIRECT_URI",
     "DEFAULT_USER_SCOPE",
     "OIDC_PROVIDER_JS",
     "OIDC_PROVIDER_PKG",
+    "TOKEN_EXCHANGE_GRANT",
     "AuthorizationResult",
     "OidcError",
     "OidcProvider",
@@ -81,6 +92,8 @@ OIDC_PROVIDER_JS = REPO_ROOT / "tests" / "node" / "oidc_provider.mjs"
 OIDC_PROVIDER_PKG = REPO_ROOT / "node_modules" / "oidc-provider" / "package.json"
 DEFAULT_USER_SCOPE = "openid profile email groups mcp:tools"
 DEFAULT_REDIRECT_URI = "http://127.0.0.1/callback"
+TOKEN_EXCHANGE_GRANT = "urn:ietf:params:oauth:grant-type:token-exchange"
+ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
 ACCESS_TOKEN_ALGORITHMS = ("RS256", "ES256")
 
 P = ParamSpec("P")
@@ -232,6 +245,14 @@ class OidcProvider:
                 return str(client["client_id"]), str(client["client_secret"])
         raise OidcError("no confidential client configured")
 
+    @property
+    def exchange_client(self) -> tuple[str, str]:
+        """``(client_id, client_secret)`` of the first configured client allowed the token-exchange grant."""
+        for client in self.config["clients"]:
+            if client.get("client_secret") and TOKEN_EXCHANGE_GRANT in client.get("grant_types", []):
+                return str(client["client_id"]), str(client["client_secret"])
+        raise OidcError("no client may use the token-exchange grant")
+
     def get(self, path: str) -> tuple[int, Any]:
         """GET ``path`` (relative to the issuer, or an absolute URL): ``(status, parsed JSON or None)``."""
         response = self._request("GET", urllib.parse.urljoin(self.issuer + "/", path.lstrip("/")))
@@ -246,6 +267,56 @@ class OidcProvider:
 
     # ---- tokens ---------------------------------------------------------------------------------------------
 
+    def _basic(self, client_id: str, client_secret: str) -> dict[str, str]:
+        pair = f"{urllib.parse.quote(client_id, safe='')}:{urllib.parse.quote(client_secret, safe='')}"
+        return {"Authorization": f"Basic {base64.b64encode(pair.encode()).decode()}"}
+
+    def token_exchange_raw(
+        self,
+        subject_token: str,
+        *,
+        resource: str | None = None,
+        audience: str | None = None,
+        scope: str | None = None,
+        client_id: str | None = None,
+        client_secret: str | None = None,
+        subject_token_type: str = ACCESS_TOKEN_TYPE,
+        requested_token_type: str | None = ACCESS_TOKEN_TYPE,
+        extra: Mapping[str, str] | None = None,
+    ) -> tuple[int, dict[str, Any]]:
+        """An RFC 8693 token-exchange request (client_secret_basic, as :attr:`exchange_client` unless given):
+        ``(HTTP status, the token endpoint's JSON)``, errors included."""
+        default_id, default_secret = self.exchange_client
+        form = {
+            "grant_type": TOKEN_EXCHANGE_GRANT,
+            "subject_token": subject_token,
+            "subject_token_type": subject_token_type,
+        }
+        for name, value in (
+            ("requested_token_type", requested_token_type),
+            ("resource", resource),
+            ("audience", audience),
+            ("scope", scope),
+        ):
+            if value is not None:
+                form[name] = value
+        form.update(extra or {})
+        headers = self._basic(client_id or default_id, client_secret or default_secret)
+        response = self._request("POST", self.token_endpoint, form=form, headers=headers)
+        return response.status, dict(response.json())
+
+    def token_exchange(self, subject_token: str, **kwargs: Any) -> dict[str, Any]:
+        """The token endpoint's JSON for a successful exchange (see :meth:`token_exchange_raw`)."""
+        status, body = self.token_exchange_raw(subject_token, **kwargs)
+        if status != 200:
+            raise OidcError(f"token exchange refused: HTTP {status}: {body}")
+        return body
+
+    def exchanges(self) -> list[dict[str, Any]]:
+        """Every token-exchange request that reached the grant handler, in order: ``client_id``, ``ok``,
+        ``error``, ``sub``, ``target``, ``jti`` (of the issued token), ``subject_jti``. No tokens."""
+        return list(self._json("GET", f"{self.issuer}/__test__/exchanges"))
+
     def client_credentials_response(
         self,
         resource: str | None,
@@ -256,16 +327,13 @@ class OidcProvider:
     ) -> dict[str, Any]:
         """The token endpoint's JSON for a client-credentials grant (client_secret_basic)."""
         default_id, default_secret = self.service_client
-        cid, secret = client_id or default_id, client_secret or default_secret
-        basic = base64.b64encode(
-            f"{urllib.parse.quote(cid, safe='')}:{urllib.parse.quote(secret, safe='')}".encode()
-        ).decode()
+        headers = self._basic(client_id or default_id, client_secret or default_secret)
         form = {"grant_type": "client_credentials"}
         if resource is not None:
             form["resource"] = resource
         if scope:
             form["scope"] = scope
-        return dict(self._json("POST", self.token_endpoint, form=form, headers={"Authorization": f"Basic {basic}"}))
+        return dict(self._json("POST", self.token_endpoint, form=form, headers=headers))
 
     def client_credentials_token(self, resource: str, scope: str | None = "mcp:tools", **kwargs: Any) -> str:
         """A JWT access token for the confidential client, ``aud`` = ``resource``."""
@@ -567,6 +635,15 @@ class _AsyncView:
 
     async def user_token_response(self, user: str, resource: str | None, *args: Any, **kw: Any) -> dict[str, Any]:
         return await self._run(self._op.user_token_response, user, resource, *args, **kw)
+
+    async def token_exchange(self, subject_token: str, **kwargs: Any) -> dict[str, Any]:
+        return await self._run(self._op.token_exchange, subject_token, **kwargs)
+
+    async def token_exchange_raw(self, subject_token: str, **kwargs: Any) -> tuple[int, dict[str, Any]]:
+        return await self._run(self._op.token_exchange_raw, subject_token, **kwargs)
+
+    async def exchanges(self) -> list[dict[str, Any]]:
+        return await self._run(self._op.exchanges)
 
     async def authorize(self, authorization_url: str, user: str) -> AuthorizationResult:
         return await self._run(self._op.authorize, authorization_url, user)
