@@ -19,34 +19,14 @@ from mcp.client.auth import OAuthClientProvider
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.auth import AuthorizationCodeResult, OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
 
-from tests.support.conformance import fixture_server_argv
 from tests.support.gateway import RunningGateway, running_gateway
-from tests.support.oidc import OidcProvider, running_oidc_provider
-from tests.support.procs import ManagedProcess, running_process
+from tests.support.oidc import OidcProvider
+from tests.support.procs import ManagedProcess
+from tests.support.raw import ACCEPT, INIT
 from tests.support.records import load_records
 from tests.support.waiting import eventually_async
 
 pytestmark = [pytest.mark.e2e, pytest.mark.node]
-
-ACCEPT = "application/json, text/event-stream"
-INIT = {
-    "jsonrpc": "2.0",
-    "id": 1,
-    "method": "initialize",
-    "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}},
-}
-
-
-@pytest.fixture(scope="module")
-def op(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OidcProvider]:
-    with running_oidc_provider(tmp_path_factory.mktemp("op")) as provider:
-        yield provider
-
-
-@pytest.fixture(scope="module")
-def fixture() -> Iterator[ManagedProcess]:
-    with running_process(fixture_server_argv(port=0), ready_timeout=30) as p:
-        yield p
 
 
 @pytest.fixture(scope="module")

@@ -30,10 +30,10 @@ from mcp.shared.exceptions import MCPError
 from portcullis.cli.login import CacheKey, ClientRegistration, LoginEntry, TokenCache, token_set
 from portcullis.store.db import make_engine
 from portcullis.store.queries import get_session
-from tests.support.conformance import REPO_ROOT, fixture_server_argv
+from tests.support.conformance import REPO_ROOT
 from tests.support.gateway import RunningGateway, running_gateway
-from tests.support.oidc import OidcProvider, running_oidc_provider
-from tests.support.procs import ManagedProcess, running_process
+from tests.support.oidc import OidcProvider
+from tests.support.procs import ManagedProcess
 from tests.support.records import load_records
 from tests.support.waiting import eventually
 
@@ -41,18 +41,6 @@ pytestmark = [pytest.mark.e2e]
 node = pytest.mark.node
 
 LOGIN_SCOPES = "mcp:tools offline_access"
-
-
-@pytest.fixture(scope="module")
-def op(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OidcProvider]:
-    with running_oidc_provider(tmp_path_factory.mktemp("op")) as provider:
-        yield provider
-
-
-@pytest.fixture(scope="module")
-def fixture() -> Iterator[ManagedProcess]:
-    with running_process(fixture_server_argv(port=0), ready_timeout=30) as p:
-        yield p
 
 
 @pytest.fixture(scope="module")

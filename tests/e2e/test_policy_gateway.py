@@ -12,10 +12,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.support.conformance import fixture_server_argv
 from tests.support.gateway import RunningGateway, running_gateway
-from tests.support.oidc import OidcProvider, running_oidc_provider
-from tests.support.procs import ManagedProcess, running_process
+from tests.support.oidc import OidcProvider
+from tests.support.procs import ManagedProcess
 from tests.support.records import load_records
 from tests.support.waiting import eventually, eventually_async
 
@@ -39,18 +38,6 @@ rules:
   - id: auditors-read
     allow: {groups: [auditors], resources: ["test://*"]}
 """
-
-
-@pytest.fixture(scope="module")
-def op(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OidcProvider]:
-    with running_oidc_provider(tmp_path_factory.mktemp("op")) as provider:
-        yield provider
-
-
-@pytest.fixture(scope="module")
-def fixture() -> Iterator[ManagedProcess]:
-    with running_process(fixture_server_argv(port=0), ready_timeout=30) as p:
-        yield p
 
 
 @pytest.fixture(scope="module")

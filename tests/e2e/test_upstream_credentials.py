@@ -18,25 +18,13 @@ from portcullis.config.model import ServerConfig
 from portcullis.errors import UpstreamError
 from portcullis.upstream.credentials import UpstreamCredentials
 from tests.support.gateway import RunningGateway, start_gateway, write_config
-from tests.support.oidc import OidcProvider, running_oidc_provider
+from tests.support.oidc import OidcProvider
 from tests.support.procs import ManagedProcess, running_process
+from tests.support.raw import ACCEPT, INIT
 
 pytestmark = [pytest.mark.e2e, pytest.mark.node]
 
 FAULTY = Path(__file__).resolve().parents[1] / "fixtures" / "faulty_upstream.py"
-ACCEPT = "application/json, text/event-stream"
-INIT = {
-    "jsonrpc": "2.0",
-    "id": 1,
-    "method": "initialize",
-    "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}},
-}
-
-
-@pytest.fixture(scope="module")
-def op(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OidcProvider]:
-    with running_oidc_provider(tmp_path_factory.mktemp("op")) as provider:
-        yield provider
 
 
 @pytest.fixture
