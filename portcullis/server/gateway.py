@@ -27,6 +27,7 @@ from portcullis.server.translation import EraProbe, SharedUpstream
 from portcullis.store import apikeys
 from portcullis.store.writer import Item, SessionEnd, SessionOpen, StoreWriter
 from portcullis.tasks import spawn
+from portcullis.upstream import h1
 from portcullis.upstream.http import HttpUpstream
 from portcullis.upstream.routed import RestartGate, RoutedSession
 from portcullis.upstream.sse import LegacySseSession
@@ -72,6 +73,7 @@ class Gateway:
         self.sessions = SessionTable(config.limits.max_sessions)
         self.durable = config.recording.durability == "commit"
         self.http: aiohttp.ClientSession | None = None
+        self.h1: h1.Pool | None = None
         self.http_upstreams: dict[str, HttpUpstream] = {}
         self.channel_servers: dict[str, ServerConfig] = {}  # stdio and legacy SSE: one channel per session
         self.restart_gates: dict[str, RestartGate] = {}
@@ -93,6 +95,7 @@ class Gateway:
             # an upstream's cookies must never flow from one client's session into another's
             cookie_jar=aiohttp.DummyCookieJar(),
         )
+        self.h1 = h1.Pool(limit_per_host=0, keepalive_timeout=60.0)
         lim = self.config.limits
         for name, scfg in self.config.servers.items():
             if scfg.kind in ("stdio", "sse"):
@@ -100,7 +103,7 @@ class Gateway:
                 self.restart_gates[name] = RestartGate(scfg.restart_backoff_max)
             else:
                 self.http_upstreams[name] = HttpUpstream(
-                    name, scfg, self.http, lim.max_sse_event_bytes, lim.max_body_bytes * 16
+                    name, scfg, self.http, lim.max_sse_event_bytes, lim.max_body_bytes * 16, self.h1
                 )
         self.auth = Authenticator(self.config.auth, self.http, self.public_base)
         if self.auth.enabled:
@@ -129,6 +132,8 @@ class Gateway:
             await shared.close()
         if self.http is not None:
             await self.http.close()
+        if self.h1 is not None:
+            await self.h1.close()
         self.writer.close()
 
     async def reload_api_keys(self) -> None:
