@@ -94,10 +94,6 @@ class Flow:
     def method(self) -> str | None:
         return self.request.method
 
-    @property
-    def is_request(self) -> bool:
-        return self.request.kind is Kind.REQUEST
-
     def answer(self, response: Message, outcome: Outcome, by: str, detail: str | None = None) -> None:
         """A stage answers the flow itself (deny, fail). The upstream never sees the request."""
         self.response = response

@@ -8,7 +8,6 @@ that name no secret (never the token).
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import time
 from collections import OrderedDict
@@ -196,8 +195,3 @@ def _compatible(key: jwt.PyJWK, alg: str) -> bool:
         or (kty == "EC" and alg.startswith("ES"))
         or (kty == "OKP" and alg == "EdDSA")
     )
-
-
-def token_fingerprint(token: str) -> str:
-    """A short, non-reversible name for a token, for logs and records (never the token itself)."""
-    return hashlib.sha256(token.encode()).hexdigest()[:12]

@@ -244,7 +244,7 @@ class Gateway:
         else:
             if not self.writer.healthy:
                 raise StoreError("recording store unavailable")
-            self.writer.submit(items, wait=False)
+            self.writer.submit(list[Item](items), wait=False)
 
     async def record_request(self, records: list[Record]) -> None:
         """A request's records before it is forwarded: queued while the store is healthy; while it is failing, this
@@ -256,9 +256,9 @@ class Gateway:
 
     def submit(self, records: list[Record]) -> None:
         if records:
-            items = list(records)
+            items: list[Item] = list(records)
             records.clear()
-            self.writer.submit(list(items), wait=False)
+            self.writer.submit(items, wait=False)
 
     def record_event(
         self, server: str, session_id: str | None, kind: str, detail: str, payload: bytes | None = None

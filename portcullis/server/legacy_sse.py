@@ -80,7 +80,6 @@ class LegacySseEndpoint:
             protocol_version=LEGACY_VERSION,
             buffer_size=self.gw.config.limits.stream_buffer_events,
         )
-        session.legacy = True
         sink = _QueueSink()
         self._sinks[session.id] = sink
         self.gw.sessions.add(session)

@@ -619,7 +619,7 @@ class McpEndpoint:
         if session.channel is not None:
             if session.get_stream_open:
                 raise ProtocolError(409, errors.INVALID_REQUEST, "Conflict: a standalone stream is already open")
-            return await self._listen_stream(request, session, _aiter(session.channel.listen()), None)
+            return await self._listen_stream(request, session, session.channel.listen(), None)
         up = self.gw.http_upstreams[server]
         try:
             # the gateway's own headers: the client's Last-Event-ID names a gateway event, not the upstream's
@@ -641,10 +641,14 @@ class McpEndpoint:
             if 400 <= reply.status < 500:  # the client's own conflict (e.g. 409: a stream is already open): relay it
                 raise ProtocolError(reply.status, errors.INVALID_REQUEST, f"upstream answered HTTP {reply.status}")
             raise ProtocolError(502, errors.UPSTREAM_PROTOCOL_ERROR, f"upstream answered HTTP {reply.status}")
-        return await self._listen_stream(request, session, _aiter(reply), reply)
+        return await self._listen_stream(request, session, reply.__aiter__(), reply)
 
     async def _listen_stream(
-        self, request: web.Request, session: GatewaySession, messages: AsyncIterator[Message], reply: HttpReply | None
+        self,
+        request: web.Request,
+        session: GatewaySession,
+        messages: AsyncIterator[Message | Priming],
+        reply: HttpReply | None,
     ) -> web.StreamResponse:
         buf = session.new_stream()
         resp = web.StreamResponse(status=200, headers=SSE_HEADERS)
@@ -891,11 +895,6 @@ class _ClientWriter:
     def close(self) -> None:
         if self._buf is not None:
             self._buf.close()
-
-
-async def _aiter(it: Any) -> AsyncIterator[Message]:
-    async for m in it:
-        yield m
 
 
 def _peek_body(request: web.Request) -> bytes | None:

@@ -82,7 +82,6 @@ class GatewaySession:
     buffer_size: int = 256
     # a session-era client in front of a 2026-07-28-only upstream: the gateway keeps the session itself
     to_stateless: bool = False
-    legacy: bool = False  # a 2024-11-05 HTTP+SSE client
     inflight: dict[object, Any] = field(default_factory=dict)  # request key -> the job relaying its reply
     init_params: dict[str, Any] = field(default_factory=dict)
     log_level: str | None = None

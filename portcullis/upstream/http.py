@@ -64,10 +64,6 @@ class HttpReply:
         self.last_event_id: str | None = None
         self.retry: int | None = None
 
-    @property
-    def content_type(self) -> str:
-        return self._resp.headers.get("Content-Type", "")
-
     async def body(self) -> bytes:
         """The whole body of a non-streaming reply (bounded)."""
         resp = self._resp

@@ -151,7 +151,7 @@ class RoutedSession:
             raise self._gone()
         reply: RoutedReply | Done
         if msg.kind is Kind.REQUEST:
-            if _key(msg.id) in self._pending:
+            if request_key(msg.id) in self._pending:
                 # its answer could not be told apart from the other's (and a filtered result could leak)
                 raise errors.UpstreamError(
                     errors.INVALID_REQUEST, "Invalid Request: a request with this id is already in flight"
@@ -160,7 +160,7 @@ class RoutedSession:
             token = meta.get("progressToken") if isinstance(meta, dict) else None
             limit = self.cfg.startup_timeout if msg.method == "initialize" else self.cfg.call_timeout
             reply = RoutedReply(msg.id, token, limit, self.name)
-            self._pending[_key(msg.id)] = reply
+            self._pending[request_key(msg.id)] = reply
             self._order.append(reply)
         else:
             reply = Done()
@@ -173,7 +173,7 @@ class RoutedSession:
 
     def forget(self, reply: object, notify: bool = True) -> None:
         """The caller no longer waits for ``reply``; if it is still open, the upstream is told to cancel it."""
-        if isinstance(reply, RoutedReply) and _key(reply.request_id) in self._pending:
+        if isinstance(reply, RoutedReply) and request_key(reply.request_id) in self._pending:
             self._forget(reply)
             if notify and self.dead is None:
                 note = {
@@ -190,7 +190,7 @@ class RoutedSession:
 
     def _forget(self, reply: RoutedReply | Done) -> None:
         if isinstance(reply, RoutedReply):
-            self._pending.pop(_key(reply.request_id), None)
+            self._pending.pop(request_key(reply.request_id), None)
             with contextlib.suppress(ValueError):
                 self._order.remove(reply)
 
@@ -204,7 +204,7 @@ class RoutedSession:
 
     def _route(self, msg: Message) -> None:
         if msg.kind.is_response:
-            reply = self._pending.pop(_key(msg.id), None)
+            reply = self._pending.pop(request_key(msg.id), None)
             if reply is not None:
                 if not self.started and msg.kind is Kind.RESULT:
                     self.started = True
@@ -252,9 +252,4 @@ class RoutedSession:
 
 def request_key(msg_id: object) -> object:
     """A JSON-RPC id as a dict key: 1 and "1" are different requests."""
-    return (type(msg_id).__name__, msg_id)
-
-
-def _key(msg_id: MsgId) -> object:
-    # JSON-RPC ids compare by type and value: 1 and "1" are different requests
     return (type(msg_id).__name__, msg_id)

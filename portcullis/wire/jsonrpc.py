@@ -136,7 +136,3 @@ def error_body(msg_id: MsgId, code: int, message: str, data: object | None = Non
 def error_message(msg_id: MsgId, code: int, message: str, data: object | None = None) -> Message:
     body = error_body(msg_id, code, message, data)
     return Message(orjson.dumps(body), body, Kind.ERROR)
-
-
-def dumps(obj: object) -> bytes:
-    return orjson.dumps(obj)

@@ -36,10 +36,6 @@ def meta_version(msg: Message) -> str | None:
     return None
 
 
-def header(headers: Mapping[str, str], name: str) -> str | None:
-    return headers.get(name)
-
-
 def check_session_version(value: str | None) -> None:
     """The MCP-Protocol-Version header after initialize (absent means 2025-03-26 for compatibility)."""
     if value is not None and value not in SESSION_VERSIONS:

@@ -17,9 +17,10 @@ import pytest
 from mcp.client import Client
 from mcp.client.auth import OAuthClientProvider
 from mcp.client.streamable_http import streamable_http_client
-from mcp.shared.auth import AuthorizationCodeResult, OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
+from mcp.shared.auth import AuthorizationCodeResult, OAuthClientMetadata
 
 from tests.support.gateway import RunningGateway, running_gateway
+from tests.support.oauth_storage import MemoryTokenStorage
 from tests.support.oidc import OidcProvider
 from tests.support.procs import ManagedProcess
 from tests.support.raw import ACCEPT, INIT
@@ -184,24 +185,6 @@ async def test_unknown_kids_do_not_cause_a_refetch_storm(
     assert fetches() - before <= 1  # one bounded refetch for the unknown kid, then it is known to be unknown
 
 
-class _MemoryStorage:
-    def __init__(self) -> None:
-        self.tokens: OAuthToken | None = None
-        self.client: OAuthClientInformationFull | None = None
-
-    async def get_tokens(self) -> OAuthToken | None:
-        return self.tokens
-
-    async def set_tokens(self, tokens: OAuthToken) -> None:
-        self.tokens = tokens
-
-    async def get_client_info(self) -> OAuthClientInformationFull | None:
-        return self.client
-
-    async def set_client_info(self, client_info: OAuthClientInformationFull) -> None:
-        self.client = client_info
-
-
 async def test_python_sdk_discovers_logs_in_and_calls_through_the_gateway(
     gateway: RunningGateway, op: OidcProvider, tmp_path: Path
 ) -> None:
@@ -220,7 +203,7 @@ async def test_python_sdk_discovers_logs_in_and_calls_through_the_gateway(
     auth = OAuthClientProvider(
         url,
         OAuthClientMetadata(redirect_uris=["http://127.0.0.1:33419/callback"], client_name="sdk-through-gateway"),
-        _MemoryStorage(),
+        MemoryTokenStorage(),
         redirect_handler,
         callback_handler,
     )

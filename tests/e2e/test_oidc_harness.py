@@ -25,9 +25,10 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.server.auth.provider import AccessToken
 from mcp.server.auth.settings import AuthSettings
 from mcp.server.mcpserver import MCPServer
-from mcp.shared.auth import AuthorizationCodeResult, OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
+from mcp.shared.auth import AuthorizationCodeResult, OAuthClientMetadata
 
 from tests.support.everything import listening_sockets
+from tests.support.oauth_storage import MemoryTokenStorage
 from tests.support.oidc import (
     OidcError,
     OidcProvider,
@@ -281,24 +282,6 @@ def test_startup_and_issuance_latency(tmp_path: Path, record_property: Any) -> N
 # ---- the official MCP Python SDK's OAuth client against this provider ------------------------------------------
 
 
-class _MemoryStorage:
-    def __init__(self) -> None:
-        self.tokens: OAuthToken | None = None
-        self.client: OAuthClientInformationFull | None = None
-
-    async def get_tokens(self) -> OAuthToken | None:
-        return self.tokens
-
-    async def set_tokens(self, tokens: OAuthToken) -> None:
-        self.tokens = tokens
-
-    async def get_client_info(self) -> OAuthClientInformationFull | None:
-        return self.client
-
-    async def set_client_info(self, client_info: OAuthClientInformationFull) -> None:
-        self.client = client_info
-
-
 @pytest.fixture
 def listening_socket() -> Iterator[socket.socket]:
     """A bound, listening loopback socket: connections queue in the kernel until the server accepts them, so the
@@ -363,7 +346,7 @@ async def test_mcp_python_sdk_oauth_client_logs_in(
             result = await op.aio.authorize(seen["authorization_url"], "alice")
             return AuthorizationCodeResult(code=result.code or "", state=result.state, iss=result.iss)
 
-        storage = _MemoryStorage()
+        storage = MemoryTokenStorage()
         auth = OAuthClientProvider(
             mcp_url,
             OAuthClientMetadata(redirect_uris=["http://127.0.0.1:33418/callback"], client_name="harness"),
