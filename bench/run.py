@@ -41,7 +41,7 @@ ROOT = BENCH.parent
 PY = str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv" / "bin" / "python").exists() else sys.executable
 GATEWAY_BIN = ROOT / ".venv" / "bin" / "portcullis"
 
-PAYLOAD_LABEL = {"echo": "small", "blob10k": "10 KB", "blob1m": "1 MiB"}
+PAYLOAD_LABEL = {"echo": "small", "blob10k": "10 KB", "mixed10k": "10 KB mixed", "blob1m": "1 MiB"}
 
 # Performance targets (docs/performance.md).
 TARGET_CPU_US = 200.0
@@ -169,7 +169,9 @@ class System:
         self.idle_cpu_pct: float | None = None
 
 
-def gateway_config(path: Path, port: int, upstream_url: str, db: Path, durability: str | None) -> None:
+def gateway_config(
+    path: Path, port: int, upstream_url: str, db: Path, durability: str | None, masking: str | None = None
+) -> None:
     lines = [
         f"listen: 127.0.0.1:{port}",
         f"store: sqlite:///{db}",
@@ -180,17 +182,26 @@ def gateway_config(path: Path, port: int, upstream_url: str, db: Path, durabilit
     ]
     if durability:
         lines += ["recording:", f"  durability: {durability}"]
+    if masking == "off":
+        lines += ["masking: {enabled: false}"]
     path.write_text("\n".join(lines) + "\n")
 
 
 def start_gateway(
-    procs: Procs, name: str, tmp: Path, upstream_url: str, cpu: int | None, durability: str | None, timeout: float
+    procs: Procs,
+    name: str,
+    tmp: Path,
+    upstream_url: str,
+    cpu: int | None,
+    durability: str | None,
+    timeout: float,
+    masking: str | None = None,
 ) -> tuple[System | None, str]:
     if not GATEWAY_BIN.exists():
         return None, f"{GATEWAY_BIN.relative_to(ROOT)} does not exist (gateway CLI not installed yet)"
     port = free_port()
     cfg = tmp / f"{name}.yaml"
-    gateway_config(cfg, port, upstream_url, tmp / f"{name}.db", durability)
+    gateway_config(cfg, port, upstream_url, tmp / f"{name}.db", durability, masking)
     p = procs.start(name, [str(GATEWAY_BIN), "serve", "--config", str(cfg)], cpu)
     ready = procs.wait_ready(name, timeout)
     if ready is None:
@@ -517,7 +528,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--systems", default="direct,raw_proxy,gateway", help="comma list of direct, raw_proxy, gateway (default: all)"
     )
     ap.add_argument("--concurrency", default="1,8,64", help="comma list (default 1,8,64)")
-    ap.add_argument("--payloads", default="echo,blob10k", help="comma list of echo, blob10k, blob1m")
+    ap.add_argument("--payloads", default="echo,blob10k", help="comma list of echo, blob10k, mixed10k, blob1m")
     ap.add_argument("--eras", default="session", help="comma list of session, 2026 (default session)")
     ap.add_argument("--repeats", type=int, default=None, help="repeats per cell (default 3, --quick 1)")
     ap.add_argument("--calls-scale", type=float, default=1.0, help="multiply the per-cell call counts")
@@ -526,6 +537,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default="",
         help="comma list of gateway recording.durability values to run as separate gateway systems "
         "(e.g. commit,async); default: one gateway with the config's default",
+    )
+    ap.add_argument(
+        "--masking",
+        default="",
+        help="comma list of on, off: run the gateway with masking on and/or off as separate systems (A/B of the "
+        "mask stage's cost); default: one gateway with the config's default (on)",
     )
     ap.add_argument("--sse", action="store_true", help="upstream answers with SSE instead of JSON")
     ap.add_argument("--settle", type=float, default=0.3, help="seconds after each window before the last CPU sample")
@@ -620,19 +637,24 @@ def main(argv: list[str] | None = None) -> int:
             systems.append(System("raw_proxy", ready.split()[-1], rp.pid))
             log(f"raw_proxy: {systems[-1].url} (pid {rp.pid})")
         if "gateway" in systems_wanted:
-            variants = [d.strip() for d in args.durability.split(",") if d.strip()] or [None]
-            for d in variants:
-                gname = "gateway" if d is None else f"gateway[{d}]"
-                sysobj, msg = start_gateway(procs, gname, tmp, upstream_url, proxy_cpu, d, args.gateway_timeout)
-                if sysobj is None:
-                    note = f"{gname} skipped: {msg}"
-                    notes.append(note.splitlines()[0])
-                    meta.setdefault("gateway_skipped", {})[gname] = msg
-                    log("SKIP " + note)
-                else:
-                    systems.append(sysobj)
-                    gw_names.append(gname)
-                    log(f"{gname}: {sysobj.url} (pid {sysobj.proxy_pid}); ready line: {msg}")
+            durabilities = [d.strip() for d in args.durability.split(",") if d.strip()] or [None]
+            maskings = [m.strip() for m in args.masking.split(",") if m.strip()] or [None]
+            for d in durabilities:
+                for mk in maskings:
+                    tags = [t for t in (d, None if mk is None else f"mask-{mk}") if t]
+                    gname = "gateway" if not tags else f"gateway[{','.join(tags)}]"
+                    sysobj, msg = start_gateway(
+                        procs, gname, tmp, upstream_url, proxy_cpu, d, args.gateway_timeout, masking=mk
+                    )
+                    if sysobj is None:
+                        note = f"{gname} skipped: {msg}"
+                        notes.append(note.splitlines()[0])
+                        meta.setdefault("gateway_skipped", {})[gname] = msg
+                        log("SKIP " + note)
+                    else:
+                        systems.append(sysobj)
+                        gw_names.append(gname)
+                        log(f"{gname}: {sysobj.url} (pid {sysobj.proxy_pid}); ready line: {msg}")
 
         # Smoke check each system; a broken one is reported and dropped, the rest go on.
         for s in list(systems):

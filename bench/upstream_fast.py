@@ -11,7 +11,9 @@ Both wire eras on one endpoint (``/mcp``):
 * 2026-07-28 (stateless): ``server/discover`` and any request whose ``params._meta`` carries
   ``io.modelcontextprotocol/protocolVersion: 2026-07-28``; no session; GET/DELETE -> 405 for such clients.
 
-Tools: ``echo`` (small result echoing ``arguments.text``), ``blob10k`` (10 KB text), ``blob1m`` (1 MiB text).
+Tools: ``echo`` (small result echoing ``arguments.text``), ``blob10k`` (10 KB text), ``blob1m`` (1 MiB text),
+``mixed10k`` (10 KB of realistic mixed tool output — log lines, config, a JSON row — with a few secrets and PII in
+it, the masking benchmark's payload).
 
 Responses are ``application/json``; with ``--sse`` a client whose ``Accept`` lists ``text/event-stream``
 gets a one-event SSE stream instead.
@@ -53,6 +55,12 @@ TOOLS = [
         "annotations": {"readOnlyHint": True, "destructiveHint": False, "openWorldHint": False},
     },
     {
+        "name": "mixed10k",
+        "description": "Return 10 KB of mixed tool output with a few secrets in it.",
+        "inputSchema": {"type": "object", "properties": {}},
+        "annotations": {"readOnlyHint": True, "destructiveHint": False, "openWorldHint": False},
+    },
+    {
         "name": "blob1m",
         "description": "Return a 1 MiB text result.",
         "inputSchema": {"type": "object", "properties": {}},
@@ -66,8 +74,39 @@ def _text(n: int) -> str:
     return (unit * (n // len(unit) + 1))[:n]
 
 
-def _blob_result(n: int, era2026: bool) -> bytes:
-    r: dict[str, object] = {"content": [{"type": "text", "text": _text(n)}], "isError": False}
+_MIXED_LINES = (
+    "2026-11-24T12:{m:02d}:{s:02d}.{ms:03d}Z INFO  api.request method=GET path=/v1/orders/{n} status=200 dur_ms={d}",
+    "2026-11-24T12:{m:02d}:{s:02d}.{ms:03d}Z DEBUG cache.hit key=orders:{n} ttl=300 node=cache-{d}",
+    "2026-11-24T12:{m:02d}:{s:02d}.{ms:03d}Z WARN  retry attempt={d} upstream=payments-{n} backoff_ms=250",
+    '{{"id": {n}, "sku": "SKU-{d}-{n}", "qty": {d}, "status": "shipped", "updated": "2026-11-24T12:{m:02d}:00Z"}}',
+    "  replicas: {d}\n  image: registry.internal/app:1.{d}.{n}\n  resources: {{limits: {{cpu: 500m}}}}",
+)
+_MIXED_SECRETS = (
+    "2026-11-24T12:00:00.000Z ERROR auth failed for ann.lee@example.com token=ghp_A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8",
+    "DATABASE_URL=postgres://app:Xk93-pqLm2@db.internal:5432/app",
+    "customer card 4539 1488 0343 6467 phone +44 20 7946 0958",
+)
+
+
+def _mixed(n: int) -> str:
+    out: list[str] = []
+    size = 0
+    i = 0
+    while size < n:
+        if i % 25 == 12:
+            line = _MIXED_SECRETS[(i // 25) % len(_MIXED_SECRETS)]
+        else:
+            fmt = _MIXED_LINES[i % len(_MIXED_LINES)]
+            line = fmt.format(m=i % 60, s=(i * 7) % 60, ms=i % 1000, n=1000 + i, d=i % 9)
+        out.append(line)
+        size += len(line) + 1
+        i += 1
+    return "\n".join(out)[:n]
+
+
+def _blob_result(n: int, era2026: bool, mixed: bool = False) -> bytes:
+    text = _mixed(n) if mixed else _text(n)
+    r: dict[str, object] = {"content": [{"type": "text", "text": text}], "isError": False}
     if era2026:
         r["resultType"] = "complete"
     return orjson.dumps(r)
@@ -75,8 +114,8 @@ def _blob_result(n: int, era2026: bool) -> bytes:
 
 # Pre-serialised result bodies, per era.
 BLOBS = {
-    (name, era): _blob_result(size, era)
-    for name, size in (("blob10k", 10_000), ("blob1m", 1_048_576))
+    (name, era): _blob_result(size, era, mixed=name == "mixed10k")
+    for name, size in (("blob10k", 10_000), ("blob1m", 1_048_576), ("mixed10k", 10_000))
     for era in (False, True)
 }
 TOOLS_LIST = {

@@ -53,6 +53,8 @@ class Record:
     decision: str | None = None  # allow / deny / hold, on the records of a flow the policy decided
     rule: str | None = None
     policy_version: str | None = None
+    masked: str | None = None  # JSON: which classes the mask stage replaced, where ([{"class", "path", "count"}])
+    sealed: bytes | None = None  # the unmasked original, encrypted to the forensic key (masking.forensic)
 
 
 @dataclass(slots=True)
@@ -73,6 +75,8 @@ class Flow:
     rule: str | None = None
     policy_version: str | None = None
     request_record: Record | None = None  # set by the recording stage; decisions are written onto it too
+    masked: list[dict[str, Any]] | None = None  # what the mask stage replaced in the message the client gets
+    sealed: bytes | None = None  # that message's unmasked original, sealed for break-glass forensics
     id: int = field(default_factory=lambda: next(_ids))
     started_ns: int = field(default_factory=time.monotonic_ns)
     responded_ns: int | None = None

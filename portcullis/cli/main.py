@@ -268,6 +268,8 @@ def sessions_show(session_id: str, config_path: str | None, store: str | None, a
             "records": [
                 {
                     **r,
+                    "masked": None if r["masked"] is None else json.loads(r["masked"]),
+                    "sealed": r["sealed"] is not None,  # opened only with the forensic key: portcullis forensic open
                     "payload": None
                     if r["payload"] is None
                     else json.loads(r["payload"])
@@ -294,6 +296,9 @@ def sessions_show(session_id: str, config_path: str | None, store: str | None, a
             f"{r['method'] or '':<28} id={r['msg_id'] or '-':<6} {r['outcome'] or '':<15} {lat:>8}  "
         )
         click.echo(line + payload[:width])
+        if r["masked"]:
+            masked = ", ".join(f"{m['class']}@{m['path']}" for m in json.loads(r["masked"]))
+            click.echo(f"{'':>36}masked: {masked}" + ("  (original sealed)" if r["sealed"] else ""))
 
 
 def _is_json(b: bytes) -> bool:
@@ -309,9 +314,12 @@ def main() -> None:
 
 
 def _register() -> None:
+    from portcullis.cli.mask_cmd import forensic_group, mask
     from portcullis.cli.policy_cmd import policy_group
 
     cli.add_command(policy_group, "policy")
+    cli.add_command(mask, "mask")
+    cli.add_command(forensic_group, "forensic")
     __import__("portcullis.cli.connect", fromlist=["register"]).register(cli)  # login, connect
 
 

@@ -179,6 +179,60 @@ class RecordingConfig(_Strict):
     )
 
 
+MaskMode = Literal["label", "partial", "pseudonym"]
+
+
+class MaskProfileConfig(_Strict):
+    """Which classes to mask and how (a profile: the top level, per server, or per group)."""
+
+    classes: list[str] | None = Field(
+        default=None,
+        description="class names, kinds ('secret', 'pii'), custom rule names or 'all'; default: every secret and "
+        "PII class except the optional ip_address",
+    )
+    exclude: list[str] = Field(default_factory=list, description="classes taken out of 'classes'")
+    mode: MaskMode | None = Field(default=None, description="label (default), partial or pseudonym")
+    modes: dict[str, MaskMode] = Field(default_factory=dict, description="class -> mode, overriding 'mode'")
+    unmasked_for: dict[str, list[str]] = Field(
+        default_factory=dict, description="class -> groups whose members see that class unmasked"
+    )
+
+
+class MaskOverrideConfig(MaskProfileConfig):
+    """A profile for callers in any of ``groups`` (optionally only on ``servers``); the first match wins."""
+
+    groups: list[str] = Field(min_length=1)
+    servers: list[str] = Field(default_factory=list)
+
+
+class CustomMaskRuleConfig(_Strict):
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]{0,62}$", description="the class name, shown in the label")
+    pattern: str = Field(description="RE2 pattern; the group named 'secret' (if any) is what gets masked")
+    validator: Literal["none", "luhn", "mod97", "credit_card", "us_ssn", "phone", "entropy", "email", "jwt"] = "none"
+    kind: Literal["secret", "pii"] = "secret"
+
+
+class ForensicConfig(_Strict):
+    public_key_file: str = Field(
+        description="X25519 public key (PEM) that seals an encrypted copy of each unmasked original into the "
+        "record; only the holder of the private key can open it (portcullis forensic open)"
+    )
+
+
+class MaskingConfig(MaskProfileConfig):
+    enabled: bool = Field(default=True, description="false: no masking at all (a loud warning at start)")
+    servers: dict[str, MaskProfileConfig] = Field(default_factory=dict, description="server -> profile")
+    overrides: list[MaskOverrideConfig] = Field(default_factory=list)
+    rules: list[CustomMaskRuleConfig] = Field(default_factory=list, description="custom detection rules")
+    phone_region: str = Field(default="US", pattern=r"^[A-Z]{2}$", description="region for national phone numbers")
+    pseudonym_key_env: str | None = Field(
+        default=None, description="environment variable with the pseudonym key (share it across replicas)"
+    )
+    forensic: ForensicConfig | None = None
+    max_candidates: int = Field(default=50_000, gt=0, description="candidate matches per message before failing closed")
+    max_depth: int = Field(default=64, gt=0, le=1000, description="JSON nesting depth before failing closed")
+
+
 class Config(_Strict):
     listen: str = "127.0.0.1:8080"
     store: str = "sqlite:///./portcullis.db"
@@ -189,7 +243,8 @@ class Config(_Strict):
     allowed_origins: list[str] = Field(default_factory=list)
     allowed_hosts: list[str] = Field(default_factory=list)
     policy: PolicyConfig = PolicyConfig()
-    pipeline: list[str] = Field(default_factory=lambda: ["record", "bind", "authz"])
+    masking: MaskingConfig = MaskingConfig()
+    pipeline: list[str] = Field(default_factory=lambda: ["record", "bind", "authz", "mask"])
     public_url: str | None = None
 
     @field_validator("listen")
@@ -211,7 +266,7 @@ class Config(_Strict):
     @field_validator("pipeline")
     @classmethod
     def _pipeline(cls, v: list[str]) -> list[str]:
-        known = {"record", "bind", "authz"}
+        known = {"record", "bind", "authz", "mask"}
         for name in v:
             if name not in known:
                 raise ValueError(f"unknown stage {name!r}; known stages: {', '.join(sorted(known))}")
@@ -220,11 +275,14 @@ class Config(_Strict):
         for mandatory, why in (
             ("authz", "every request gets a policy decision"),
             ("bind", "what is minted for one principal stays theirs"),
+            ("mask", "responses are masked before they reach the client (turn it off with masking.enabled: false)"),
         ):
             if mandatory not in v:
                 raise ValueError(f"the {mandatory!r} stage cannot be removed: {why}")
         if len(set(v)) != len(v):
             raise ValueError("a stage may appear only once")
+        if v.index("record") > v.index("mask"):
+            raise ValueError("'mask' must come after 'record': the record keeps what the client saw (masked)")
         return v
 
     def problems(self) -> list[tuple[tuple[str, ...], str]]:
@@ -234,6 +292,7 @@ class Config(_Strict):
             out.append(
                 (("auth", "mode"), f"mode 'none' is accepted only on a loopback listen address, not {self.host!r}")
             )
+        out.extend(masking_problems(self.masking, set(self.servers)))
         return out
 
     @property
@@ -265,3 +324,42 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def masking_problems(m: MaskingConfig, servers: set[str]) -> list[tuple[tuple[str, ...], str]]:
+    """Class names, modes and custom patterns that cannot work, each at its key path."""
+    import re2  # type: ignore[import-untyped]
+
+    from portcullis.masking.classes import CLASSES, expand
+
+    out: list[tuple[tuple[str, ...], str]] = []
+    custom = frozenset(r.name for r in m.rules)
+    for i, r in enumerate(m.rules):
+        if r.name in CLASSES:
+            out.append((("masking", "rules", str(i), "name"), f"{r.name!r} is a built-in class; pick another name"))
+        try:
+            re2.compile(r.pattern)
+        except re2.error as exc:
+            out.append((("masking", "rules", str(i), "pattern"), f"not a valid RE2 pattern: {exc}"))
+    profiles: list[tuple[tuple[str, ...], MaskProfileConfig]] = [(("masking",), m)]
+    profiles += [(("masking", "servers", k), p) for k, p in m.servers.items()]
+    profiles += [(("masking", "overrides", str(i)), p) for i, p in enumerate(m.overrides)]
+    known = ", ".join(sorted([*CLASSES, *custom, "secret", "pii", "all"]))
+    for path, p in profiles:
+        for key, names in (("classes", p.classes or []), ("exclude", p.exclude)):
+            try:
+                expand(names, custom)
+            except ValueError as exc:
+                out.append(((*path, key), f"{exc}; known: {known}"))
+        for key, names in (("modes", list(p.modes)), ("unmasked_for", list(p.unmasked_for))):
+            for n in names:
+                if n not in CLASSES and n not in custom:
+                    out.append(((*path, key, n), f"unknown masking class {n!r}; known: {known}"))
+    for k in m.servers:
+        if k not in servers:
+            out.append((("masking", "servers", k), f"no server named {k!r} is configured"))
+    for i, o in enumerate(m.overrides):
+        for s in o.servers:
+            if s not in servers:
+                out.append((("masking", "overrides", str(i), "servers"), f"no server named {s!r} is configured"))
+    return out

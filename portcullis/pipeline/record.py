@@ -41,6 +41,8 @@ def message_record(flow: Flow, msg: Message, direction: Direction, outcome: Outc
         decision=flow.decision,
         rule=flow.rule,
         policy_version=flow.policy_version,
+        masked=None if flow.masked is None or direction is Direction.C2S else orjson.dumps(flow.masked).decode(),
+        sealed=None if direction is Direction.C2S else flow.sealed,
     )
 
 

@@ -12,13 +12,14 @@ from typing import Any
 import aiohttp
 from sqlalchemy import Engine
 
-from portcullis.config.model import Config, ServerConfig
+from portcullis.config.model import Config, MaskingConfig, ServerConfig
 from portcullis.errors import StoreError, UpstreamError
 from portcullis.flow import Record
 from portcullis.identity.edge import METADATA_PATH, Authenticator
 from portcullis.pipeline import Pipeline, Stage
 from portcullis.pipeline.authz import AuthzStage
 from portcullis.pipeline.bind import BindStage
+from portcullis.pipeline.mask import MaskStage, build_masker, build_sealer
 from portcullis.pipeline.record import RecordStage, event_record
 from portcullis.policy import PolicyStore
 from portcullis.policy.load import load_policy_text
@@ -36,12 +37,14 @@ from portcullis.upstream.stdio import StdioSession
 log = logging.getLogger("portcullis.gateway")
 
 
-def build_pipeline(names: list[str], policy: PolicyStore) -> Pipeline:
+def build_pipeline(names: list[str], policy: PolicyStore, masking: MaskingConfig | None = None) -> Pipeline:
     """The stages in the configured order (config.pipeline), each built with what it needs."""
+    mcfg = masking if masking is not None else MaskingConfig()
     factories: dict[str, Callable[[], Stage]] = {
         "record": RecordStage,
         "bind": BindStage,
         "authz": lambda: AuthzStage(lambda: policy.engine),
+        "mask": lambda: MaskStage(build_masker(mcfg), build_sealer(mcfg)),
     }
     return Pipeline([factories[n]() for n in names])
 
@@ -68,7 +71,7 @@ class Gateway:
         self.config = config
         self.engine = engine
         self.policy = load_policy_store(config)
-        self.pipeline = build_pipeline(config.pipeline, self.policy)
+        self.pipeline = build_pipeline(config.pipeline, self.policy, config.masking)
         self.writer = StoreWriter(engine)
         self.sessions = SessionTable(config.limits.max_sessions)
         self.durable = config.recording.durability == "commit"

@@ -43,3 +43,9 @@ def session_records(engine: Engine, session_id: str) -> list[dict[str, Any]]:
 def all_records(engine: Engine) -> list[dict[str, Any]]:
     with engine.connect() as conn:
         return [dict(r._mapping) for r in conn.execute(select(records).order_by(records.c.seq))]
+
+
+def get_record(engine: Engine, seq: int) -> dict[str, Any] | None:
+    with engine.connect() as conn:
+        row = conn.execute(select(records).where(records.c.seq == seq)).first()
+        return dict(row._mapping) if row is not None else None

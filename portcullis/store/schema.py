@@ -45,6 +45,8 @@ records = Table(
     Column("decision", String(16)),
     Column("rule", String(200)),
     Column("policy_version", String(64)),
+    Column("masked", Text),
+    Column("sealed", LargeBinary),
 )
 
 api_keys = Table(
