@@ -499,7 +499,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("-c", "--concurrency", type=int, default=1)
     ap.add_argument("-n", "--calls", type=int, default=2000, help="measured tools/call count (total, all workers)")
     ap.add_argument("--warmup", type=int, default=None, help="warm-up calls (default max(100, 10*C))")
-    ap.add_argument("--tool", default="echo", choices=["echo", "blob10k", "blob1m"])
+    ap.add_argument("--tool", default="echo", choices=["echo", "blob10k", "mixed10k", "blob1m"])
     ap.add_argument("--era", default="session", choices=["session", "2026"])
     ap.add_argument("--max-seconds", type=float, default=30.0, help="no new measured calls after this long")
     ap.add_argument("--hard-timeout", type=float, default=120.0, help="abort everything after this long")

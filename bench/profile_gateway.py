@@ -336,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--native", action="store_true", help="also sample C frames (py-spy --native; slow)")
     ap.add_argument("--no-perf", action="store_true", help="skip the perf window")
     ap.add_argument("--wait-leaf", action="append", default=None, help="regex of a waiting leaf frame (repeatable)")
-    ap.add_argument("--tool", default="echo", choices=["echo", "blob10k"])
+    ap.add_argument("--tool", default="echo", choices=["echo", "blob10k", "mixed10k"])
     ap.add_argument("--writer", default=None, help="store writer variant (bench/gateway_variant.py), e.g. legacy")
     ap.add_argument("--top", type=int, default=20, help="rows per table")
     ap.add_argument("--out", default=None, help="output directory (default bench/results/profile-<timestamp>)")

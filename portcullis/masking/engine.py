@@ -81,45 +81,46 @@ class Detector:
             self._compiled.append(re2.compile(rule.pattern, opts)._regexp)
         self._all = _set(opts, [(i, r) for i, r in enumerate(self.rules)])
         self._line = _set(opts, [(i, r) for i, r in enumerate(self.rules) if not r.multiline])
-        self._multi = [(i, r.literal) for i, r in enumerate(self.rules) if r.multiline]
+        self._multi = [i for i, r in enumerate(self.rules) if r.multiline]
         self.classes = frozenset(r.cls for r in self.rules)
 
     def find_bytes(self, data: bytes, budget: Budget | None = None) -> list[Finding]:
         """Findings in ``data`` as byte offsets, sorted and non-overlapping.
 
-        Short texts: one set scan, then each rule it reports over the whole text. Long texts are cut into chunks at
-        line ends; the set runs per chunk and a rule runs only over the chunks it was reported in (no line-local
-        rule can match across a line end), while the few multi-line rules (PEM blocks, XML elements) run over the
-        whole text when their leading literal is in it. Either way clean text costs one linear pass.
+        One set scan says which rules can match at all (clean text stops there: one linear pass). Each of those then
+        runs over the text — except in a long text with several of them, which is cut into chunks at line ends and
+        scanned chunk by chunk, so that each rule runs only over the chunks it can match in (no line-local rule
+        matches across a line end; the few multi-line rules — PEM blocks, XML elements — run over the whole text).
         """
         n = len(data)
-        if n <= 2 * CHUNK:
-            hit = _match(self._all, data)
-            if not hit:
-                return []
-            raw: list[Finding] = []
-            for i in hit:
-                self._run(i, data, 0, n, raw, budget)
+        hit = _match(self._all, data)
+        if not hit:
+            return []
+        raw: list[Finding] = []
+        if n <= 2 * CHUNK or len(hit) <= 2:
+            self._run_all(hit, data, 0, n, raw, budget)
             return merge(_suppress(raw) if len(hit) > 1 else raw)
-        raw = []
-        kinds: set[int] = set()
+        # several rules over a long text: find where, chunk by chunk, so each runs only where it can match
+        wanted = frozenset(hit)
         view = memoryview(data)
         pos = 0
         while pos < n:
             cut = data.find(b"\n", pos + CHUNK)
             end = n if cut < 0 else cut + 1
-            hit = _match(self._line, view[pos:end])
-            for j in hit:
-                i = self._line[1][j]
-                kinds.add(i)
-                # start one byte early: the line end before the chunk is the boundary its first value needs
-                self._run(i, data, max(pos - 1, 0), end, raw, budget)
+            here = [i for j in _match(self._line, view[pos:end]) if (i := self._line[1][j]) in wanted]
+            # start one byte early: the line end before the chunk is the boundary its first value needs
+            self._run_all(here, data, max(pos - 1, 0), end, raw, budget)
             pos = end
-        for i, literal in self._multi:
-            if literal in data:  # each multi-line rule starts with a literal: memmem first, the rule only if found
-                kinds.add(i)
+        for i in self._multi:
+            if i in wanted:
                 self._run(i, data, 0, n, raw, budget)
-        return merge(_suppress(raw) if len(kinds) > 1 else raw)
+        return merge(_suppress(raw))
+
+    def _run_all(
+        self, hit: Sequence[int], data: bytes, pos: int, end: int, raw: list[Finding], budget: Budget | None
+    ) -> None:
+        for i in hit:
+            self._run(i, data, pos, end, raw, budget)
 
     def _run(self, i: int, data: bytes, pos: int, end: int, raw: list[Finding], budget: Budget | None) -> None:
         rule = self.rules[i]

@@ -26,7 +26,6 @@ class Rule:
     validator: v.Validator | None = None
     extract: Extract | None = None  # replaces group+validator for rules that decide the class themselves
     multiline: bool = False  # may match across a line end (every other rule must not)
-    literal: bytes = b""  # a multi-line rule runs only where this literal occurs (case-sensitive)
 
     def findings(self, data: bytes, spans: Spans) -> list[tuple[int, int, str]]:
         if self.extract is not None:
@@ -59,9 +58,12 @@ _ASSIGNMENT = (
     r"(?i)(?:^|[^A-Za-z0-9_.\-])([A-Za-z0-9_.\-]*(?:" + _PASSWORD_WORDS + r"))" + _SEP + _VALUE.replace("{MIN}", "+")
 )
 # key-like names need a long value (the entropy check wants 16+ characters): short ones never reach Python
-_KEY_ASSIGNMENT = (
-    r"(?i)(?:^|[^A-Za-z0-9_.\-])([A-Za-z0-9_.\-]*(?:" + _KEY_WORDS + r"))" + _SEP + _VALUE.replace("{MIN}", "{16,}")
+# and a value in a key alphabet (base64, base64url, hex) that ends where the value ends
+_KEY_CHARS = r"[A-Za-z0-9+/=_\-.~]{16,}"
+_KEY_VALUE = (
+    r"(?:\\?\"(" + _KEY_CHARS + r")\\?\"|\\?'(" + _KEY_CHARS + r")\\?'|(" + _KEY_CHARS + r")(?:[\s,;\x00<>\]\}\)]|$))"
 )
+_KEY_ASSIGNMENT = r"(?i)(?:^|[^A-Za-z0-9_.\-])([A-Za-z0-9_.\-]*(?:" + _KEY_WORDS + r"))" + _SEP + _KEY_VALUE
 # the key's last word decides: password words -> password_assignment, key words -> high_entropy_secret
 _KEY_LAST_WORD = re.compile(
     r"(?:^|[_.\-]|(?<=[a-z0-9])(?=[A-Z]))(?P<w>" + _PASSWORD_WORDS + "|" + _KEY_WORDS + r")$", re.IGNORECASE
@@ -130,7 +132,11 @@ _B64 = r"[A-Za-z0-9+/]"
 
 BUILTIN: tuple[Rule, ...] = (
     # --- cloud ------------------------------------------------------------------------------------------------
-    Rule("aws_access_key_id", r"\b((?:AKIA|ASIA|ABIA|ACCA|AGPA|AIDA|AROA|AIPA|ANPA|ANVA|APKA)[A-Z2-7]{16})\b", 1),
+    Rule(
+        "aws_access_key_id",
+        r"\b((?:AKIA|ASIA|ABIA|ACCA|AGPA|AIDA|AROA|AIPA|ANPA|ANVA|APKA)[A-Z2-7]{16})\b",
+        1,
+    ),
     Rule(
         "aws_secret_access_key",
         r"(?i)(?:aws)?[_\-. ]?secret[_\-. ]?(?:access)?[_\-. ]?key(?:[_\-.]?id)?[\"']?[ \t]*(?::=|=>|[:=])[ \t]*"
@@ -154,7 +160,11 @@ BUILTIN: tuple[Rule, ...] = (
     Rule("gitlab_token", _NB + r"(gl(?:pat|dt|rt|ptt|cbt|imt|agent|soat|ft)-[0-9A-Za-z_\-]{20,})" + _NA, 1),
     Rule("slack_token", _NB + r"(xox[abposr]-(?:\d+-)?[0-9A-Za-z\-]{10,})", 1),
     Rule("slack_token", _NB + r"(xapp-\d-[A-Z0-9]{8,}-\d{8,}-[a-z0-9]{32,})", 1),
-    Rule("slack_webhook", r"(https://hooks\.slack\.com/(?:services|workflows|triggers)/[A-Za-z0-9_/\-]{8,})", 1),
+    Rule(
+        "slack_webhook",
+        r"(https://hooks\.slack\.com/(?:services|workflows|triggers)/[A-Za-z0-9_/\-]{8,})",
+        1,
+    ),
     Rule("stripe_key", _NB + r"([sr]k_(?:live|test)_[0-9A-Za-z]{16,})" + _NA, 1),
     Rule("llm_api_key", _NB + r"(sk-ant-(?:api|admin|sid)\d\d-[A-Za-z0-9_\-]{32,})", 1),
     Rule("llm_api_key", _NB + r"(sk-(?:proj|svcacct|admin|None)-[A-Za-z0-9_\-]{32,})", 1),
@@ -169,14 +179,12 @@ BUILTIN: tuple[Rule, ...] = (
         r"(?: BLOCK)?-----)",
         1,
         multiline=True,
-        literal=b"-----BEGIN ",
     ),
     Rule(  # a key block that was cut off (truncated output): mask through the end of its base64 body
         "private_key",
         r"(-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----(?:[A-Za-z0-9+/=:, \t\r\n\-]|\\[nr])*)",
         1,
         multiline=True,
-        literal=b"-----BEGIN ",
     ),
     Rule(
         "uri_credentials",
@@ -209,7 +217,6 @@ BUILTIN: tuple[Rule, ...] = (
         r"(?i)<([A-Za-z0-9_.\-:]*(?:" + _PASSWORD_WORDS + "|" + _KEY_WORDS + r"))>([^<\x00]+)</",
         extract=_xml_assignment,
         multiline=True,
-        literal=b"</",
     ),
     Rule(
         "password_assignment",
