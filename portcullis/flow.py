@@ -76,6 +76,7 @@ class Flow:
     policy_version: str | None = None
     request_record: Record | None = None  # set by the recording stage; decisions are written onto it too
     masked: list[dict[str, Any]] | None = None  # what the mask stage replaced in the message the client gets
+    hold: Any = None  # approvals.model.Hold when the policy held the call (the edge settles it with the book)
     sealed: bytes | None = None  # that message's unmasked original, sealed for break-glass forensics
     id: int = field(default_factory=lambda: next(_ids))
     started_ns: int = field(default_factory=time.monotonic_ns)
@@ -107,6 +108,13 @@ class Flow:
 
     def fail(self, code: int, message: str, by: str, outcome: Outcome = Outcome.FAILED, data: object = None) -> None:
         self.answer(error_message(self.request.id, code, message, data), outcome, by, message)
+
+    def unanswer(self, detail: str) -> None:
+        """Withdraw a stage's answer: an approval released the held call, which now goes on to the upstream."""
+        self.response = None
+        self.outcome = None
+        self.answered_by = None
+        self.detail = detail
 
     def set_upstream_response(self, response: Message) -> None:
         self.response = response

@@ -314,11 +314,13 @@ def main() -> None:
 
 
 def _register() -> None:
+    from portcullis.cli.approvals_cmd import approvals_group
     from portcullis.cli.mask_cmd import forensic_group, mask
     from portcullis.cli.policy_cmd import policy_group
 
     cli.add_command(policy_group, "policy")
     cli.add_command(mask, "mask")
+    cli.add_command(approvals_group, "approvals")
     cli.add_command(forensic_group, "forensic")
     __import__("portcullis.cli.connect", fromlist=["register"]).register(cli)  # login, connect
 

@@ -179,6 +179,14 @@ class RecordingConfig(_Strict):
     )
 
 
+class ApprovalsConfig(_Strict):
+    ttl: float = Field(default=3600.0, gt=0, description="seconds a pending approval request stays decidable")
+    release_window: float = Field(
+        default=900.0, gt=0, description="seconds after approval within which the approved call must be retried"
+    )
+    required: int = Field(default=1, ge=1, le=10, description="distinct approvers needed (a deny by anyone ends it)")
+
+
 MaskMode = Literal["label", "partial", "pseudonym"]
 
 
@@ -244,6 +252,7 @@ class Config(_Strict):
     allowed_hosts: list[str] = Field(default_factory=list)
     policy: PolicyConfig = PolicyConfig()
     masking: MaskingConfig = MaskingConfig()
+    approvals: ApprovalsConfig = ApprovalsConfig()
     pipeline: list[str] = Field(default_factory=lambda: ["record", "bind", "authz", "mask"])
     public_url: str | None = None
 

@@ -43,6 +43,19 @@ class Pipeline:
                 return seen
         return seen
 
+    def resume_request(self, flow: Flow, seen: int) -> int:
+        """Go on with the request hooks after stage ``seen`` (a held call released by its approval)."""
+        for stage in self._forward[seen:]:
+            seen += 1
+            try:
+                stage.on_request(flow)
+            except Exception as exc:
+                _fail(flow, stage.name, exc)
+                return seen
+            if flow.response is not None:
+                return seen
+        return seen
+
     def run_response(self, flow: Flow, seen: int | None = None) -> None:
         stages = self._reverse if seen is None or seen >= len(self._forward) else self._forward[:seen][::-1]
         for stage in stages:

@@ -1,10 +1,12 @@
 """The authorization stage: a policy decision for every request, and list results filtered to the caller.
 
-``allow`` lets the request on; ``deny`` answers it (-32010) and the upstream never sees it; ``hold`` (approval by
-someone else, arriving with the approvals issue) is recorded as held and, until approvals exist, answered like a
-denial that says so — a held call is never forwarded. List results (tools, resources, templates, prompts) lose what
-the caller may not use and are marked ``cacheScope: private``. Tool annotations seen in ``tools/list`` are kept per
-server so that ``tools/call`` decisions can use them as default risk signals. No I/O.
+``allow`` lets the request on; ``deny`` answers it (-32010) and the upstream never sees it; ``hold`` answers it as
+held (-32011) and puts a :class:`~portcullis.approvals.model.Hold` on the flow — the exact call (caller, server,
+method, target, argument digest) — which the edge settles with the approval book: an approved request for exactly
+this call releases it (once) and the call goes on; otherwise the answer names the approval request to decide.
+List results (tools, resources, templates, prompts) lose what the caller may not use and are marked
+``cacheScope: private``. Tool annotations seen in ``tools/list`` are kept per server so that ``tools/call``
+decisions can use them as default risk signals. No I/O.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from portcullis import errors
+from portcullis.approvals.model import Hold, args_digest
 from portcullis.flow import Direction, Flow, Outcome
 from portcullis.pipeline.base import Stage
 from portcullis.policy import PolicyEngine, PolicyRequest, Principal
@@ -63,9 +66,24 @@ class AuthzStage(Stage):
                 data={"rule": decision.rule, "policy_version": decision.policy_version},
             )
             return
+        caller = flow.caller
+        flow.hold = Hold(
+            server=flow.server,
+            method=method,
+            target=target,
+            digest=args_digest(args if isinstance(args, dict) else {}),
+            rule=decision.rule,
+            policy_version=decision.policy_version,
+            approvers=tuple(decision.approvers),
+            requester_key=caller.key if caller is not None else "anonymous",
+            requester=flow.principal or "anonymous",
+            requester_subject=principal.subject,
+            session_id=flow.session_id,
+        )
+        # answered as held here; the edge opens (or releases) the approval request and completes this answer
         flow.fail(
             HELD,
-            f"Held for approval: {what} needs approval (rule {decision.rule}); approvals are not available yet",
+            f"Held for approval: {what} needs approval by {list(decision.approvers)} (rule {decision.rule})",
             by=self.name,
             outcome=Outcome.DENIED,
             data={"rule": decision.rule, "approvers": list(decision.approvers), "held": True},

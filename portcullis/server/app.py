@@ -12,6 +12,7 @@ from aiohttp import web
 
 from portcullis.config.model import Config
 from portcullis.identity.dev_issuer import DEV_PATH
+from portcullis.server.admin import AdminApi
 from portcullis.server.gateway import Gateway
 from portcullis.server.legacy_sse import LegacySseEndpoint
 from portcullis.server.mcp_endpoint import McpEndpoint
@@ -38,6 +39,7 @@ def build_app(config: Config) -> web.Application:
     app.router.add_get("/.well-known/oauth-protected-resource/mcp/{server}/sse", _server_metadata)
     app.router.add_get(DEV_PATH + "/jwks.json", _dev_jwks)
     app.router.add_get(DEV_PATH + "/.well-known/openid-configuration", _dev_discovery)
+    AdminApi(gw).routes(app)
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)
 

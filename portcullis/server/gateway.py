@@ -12,12 +12,15 @@ from typing import Any
 import aiohttp
 from sqlalchemy import Engine
 
+from portcullis import errors
+from portcullis.approvals.book import ApprovalBook
+from portcullis.approvals.model import DENIED
 from portcullis.config.model import Config, MaskingConfig, ServerConfig
 from portcullis.errors import StoreError, UpstreamError
-from portcullis.flow import Record
+from portcullis.flow import Flow, Outcome, Record
 from portcullis.identity.edge import METADATA_PATH, Authenticator
 from portcullis.pipeline import Pipeline, Stage
-from portcullis.pipeline.authz import AuthzStage
+from portcullis.pipeline.authz import HELD, AuthzStage
 from portcullis.pipeline.bind import BindStage
 from portcullis.pipeline.mask import MaskStage, build_masker, build_sealer
 from portcullis.pipeline.record import RecordStage, event_record
@@ -74,6 +77,8 @@ class Gateway:
         self.pipeline = build_pipeline(config.pipeline, self.policy, config.masking)
         self.writer = StoreWriter(engine)
         self.sessions = SessionTable(config.limits.max_sessions)
+        a = config.approvals
+        self.approvals = ApprovalBook(engine, a.ttl, a.release_window, a.required)
         self.durable = config.recording.durability == "commit"
         self.http: aiohttp.ClientSession | None = None
         self.h1: h1.Pool | None = None
@@ -262,6 +267,73 @@ class Gateway:
             items: list[Item] = list(records)
             records.clear()
             self.writer.submit(items, wait=False)
+
+    # --- the request walk, with held calls settled against the approval book -------------------------------
+
+    async def run_request(self, flow: Flow) -> int:
+        """The request stages; a held call is then settled: released by its approval (once) or answered with the
+        approval request to decide. Returns how many stages saw the request (for the response walk)."""
+        seen = self.pipeline.run_request(flow)
+        hold = flow.hold
+        if hold is None or flow.response is None or flow.answered_by != "authz":
+            return seen
+        try:
+            released = await asyncio.to_thread(self.approvals.release, hold)
+            if released is not None:
+                flow.unanswer(f"released by approval {released['id']}")
+                if flow.request_record is not None:
+                    flow.request_record.detail = flow.detail
+                self.record_event(
+                    flow.server, flow.session_id, "approval_released", f"{released['id']}: {hold.method} {hold.target}"
+                )
+                return self.pipeline.resume_request(flow, seen)
+            req, created = await asyncio.to_thread(self.approvals.open, hold)
+        except Exception as exc:  # the book cannot be read: the call stays held (fail closed)
+            log.warning("approval book unavailable: %s", type(exc).__name__)
+            flow.fail(
+                errors.STORE_UNAVAILABLE,
+                "Held for approval, and the approval book is unavailable: try again later",
+                by="approvals",
+                outcome=Outcome.FAILED,
+            )
+            return seen
+        if created:
+            self.record_event(
+                flow.server,
+                flow.session_id,
+                "approval_requested",
+                f"{req['id']}: {hold.method} {hold.target} by rule {hold.rule}, approvers {list(hold.approvers)}",
+            )
+        what = f"{hold.method} {hold.target}" if hold.target else hold.method
+        url = f"{self.public_base}/admin/approvals/{req['id']}"
+        if req["state"] == DENIED:
+            why = f": {req['reason']}" if req["reason"] else ""
+            flow.fail(
+                errors.REQUEST_DENIED,
+                f"Denied by an approver: {what} (approval request {req['id']}, {url}){why}",
+                by="authz",
+                outcome=Outcome.DENIED,
+                data={"approval": req["id"], "status_url": url, "rule": hold.rule, "denied_by": req["decided_by"]},
+            )
+            return seen
+        flow.fail(
+            HELD,
+            f"Held for approval: {what} needs approval by {list(hold.approvers)} (rule {hold.rule}). "
+            f"Approval request {req['id']} ({url}); once approved, retry the same call with the same arguments.",
+            by="authz",
+            outcome=Outcome.DENIED,
+            data={
+                "held": True,
+                "approval": req["id"],
+                "status_url": url,
+                "rule": hold.rule,
+                "approvers": list(hold.approvers),
+                "expires_ns": req["expires_ns"],
+            },
+        )
+        if flow.request_record is not None:
+            flow.request_record.detail = f"held: approval {req['id']}"
+        return seen
 
     def record_event(
         self, server: str, session_id: str | None, kind: str, detail: str, payload: bytes | None = None

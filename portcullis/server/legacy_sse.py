@@ -195,7 +195,7 @@ class LegacySseEndpoint:
             protocol_version=session.protocol_version,
         )
         flow.bind(session.caller)
-        seen = gw.pipeline.run_request(flow)
+        seen = await gw.run_request(flow)
         try:
             if flow.response is not None:
                 gw.pipeline.run_response(flow, seen)

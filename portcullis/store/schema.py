@@ -62,6 +62,46 @@ api_keys = Table(
     Column("revoked_ns", BigInteger),
 )
 
+approvals = Table(
+    "approvals",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("state", String(16), nullable=False),
+    Column("created_ns", BigInteger, nullable=False),
+    Column("expires_ns", BigInteger, nullable=False),
+    Column("server", String(200), nullable=False),
+    Column("method", String(200), nullable=False),
+    Column("target", String(400)),
+    Column("args_digest", String(80), nullable=False),
+    Column("requester_key", String(400), nullable=False),
+    Column("requester", String(400), nullable=False),
+    Column("requester_subject", String(400), nullable=False),
+    Column("rule", String(200)),
+    Column("policy_version", String(64)),
+    Column("approvers", Text, nullable=False),  # JSON list of groups
+    Column("required", Integer, nullable=False),
+    Column("session_id", String(64)),
+    Column("decided_ns", BigInteger),
+    Column("decided_by", String(400)),
+    Column("reason", Text),
+    Column("released_ns", BigInteger),
+)
+
+approval_votes = Table(
+    "approval_votes",
+    metadata,
+    Column("seq", BigId, primary_key=True, autoincrement=True),
+    Column("approval_id", String(32), nullable=False),
+    Column("voter_subject", String(400), nullable=False),
+    Column("voter", String(400), nullable=False),
+    Column("vote", String(16), nullable=False),
+    Column("reason", Text),
+    Column("ts_ns", BigInteger, nullable=False),
+)
+
+Index("ix_approvals_match", approvals.c.requester_key, approvals.c.args_digest, approvals.c.state)
+Index("ix_approvals_state_created", approvals.c.state, approvals.c.created_ns)
+Index("ix_approval_votes_approval", approval_votes.c.approval_id)
 Index("ix_records_session_seq", records.c.session_id, records.c.seq)
 Index("ix_records_ts", records.c.ts_ns)
 Index("ix_sessions_created", sessions.c.created_ns)

@@ -1,0 +1,222 @@
+"""The approval book: approval requests, votes and releases, kept in the store (they survive a restart).
+
+Every method is one short transaction; the gateway calls them off the event loop (``asyncio.to_thread``). The rules:
+
+- a held call opens a request, or finds the caller's pending one for the same call (no duplicates on retries);
+- only a member of one of the rule's approver groups may vote, and never the requester (no self-approval);
+- a deny by any approver ends the request; ``required`` distinct approvals approve it;
+- an approved request releases exactly one retry of the exact call (same caller, server, method, target and
+  argument digest) within ``release_window``; the release is a conditional UPDATE, so two racing retries cannot
+  both go through;
+- requests expire after ``ttl`` (pending) or ``release_window`` (approved, not yet used).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from sqlalchemy import Engine, and_, insert, select, update
+
+from portcullis.approvals.model import APPROVED, DENIED, EXPIRED, PENDING, RELEASED, Hold, new_id
+from portcullis.store.schema import approval_votes, approvals
+
+
+class ApprovalError(Exception):
+    """A decision that may not be made; ``status`` is the HTTP status the admin API answers with."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class Voter:
+    subject: str
+    key: str  # issuer + subject, as the requester's key is built
+    record_text: str
+    groups: frozenset[str]
+
+
+class ApprovalBook:
+    def __init__(self, engine: Engine, ttl: float = 3600.0, release_window: float = 900.0, required: int = 1) -> None:
+        self.engine = engine
+        self.ttl_ns = int(ttl * 1e9)
+        self.release_ns = int(release_window * 1e9)
+        self.required = required
+
+    # --- the caller's side ---------------------------------------------------------------------------------
+
+    def release(self, hold: Hold, now_ns: int | None = None) -> dict[str, Any] | None:
+        """An approved request for exactly this call, marked released (once); None if there is none."""
+        now = now_ns or time.time_ns()
+        match = and_(
+            approvals.c.requester_key == hold.requester_key,
+            approvals.c.args_digest == hold.digest,
+            approvals.c.server == hold.server,
+            approvals.c.method == hold.method,
+            approvals.c.target == hold.target if hold.target is not None else approvals.c.target.is_(None),
+            approvals.c.state == APPROVED,
+        )
+        with self.engine.begin() as conn:
+            rows = conn.execute(select(approvals).where(match).order_by(approvals.c.decided_ns)).mappings().all()
+            for row in rows:
+                if row["decided_ns"] is not None and row["decided_ns"] + self.release_ns < now:
+                    conn.execute(update(approvals).where(approvals.c.id == row["id"]).values(state=EXPIRED))
+                    continue
+                done = conn.execute(
+                    update(approvals)
+                    .where(and_(approvals.c.id == row["id"], approvals.c.state == APPROVED))
+                    .values(state=RELEASED, released_ns=now)
+                )
+                if done.rowcount == 1:
+                    return {**row, "state": RELEASED, "released_ns": now}
+        return None
+
+    def open(self, hold: Hold, now_ns: int | None = None) -> tuple[dict[str, Any], bool]:
+        """The caller's pending request for this call, or a new one. Returns (request, created).
+
+        A call denied within the last ``ttl`` is not asked again: its denied request is returned instead."""
+        now = now_ns or time.time_ns()
+        with self.engine.begin() as conn:
+            pending = (
+                conn.execute(
+                    select(approvals)
+                    .where(
+                        and_(
+                            approvals.c.requester_key == hold.requester_key,
+                            approvals.c.args_digest == hold.digest,
+                            approvals.c.server == hold.server,
+                            approvals.c.method == hold.method,
+                            approvals.c.state.in_((PENDING, DENIED)),
+                        )
+                    )
+                    .order_by(approvals.c.created_ns.desc())
+                )
+                .mappings()
+                .all()
+            )
+            for row in pending:
+                if row["target"] != hold.target:
+                    continue
+                if row["state"] == PENDING and row["expires_ns"] >= now:
+                    return dict(row), False
+                if row["state"] == DENIED and (row["decided_ns"] or 0) + self.ttl_ns >= now:
+                    return dict(row), False
+            new: dict[str, Any] = {
+                "id": new_id(),
+                "state": PENDING,
+                "created_ns": now,
+                "expires_ns": now + self.ttl_ns,
+                "server": hold.server,
+                "method": hold.method,
+                "target": hold.target,
+                "args_digest": hold.digest,
+                "requester_key": hold.requester_key,
+                "requester": hold.requester,
+                "requester_subject": hold.requester_subject,
+                "rule": hold.rule,
+                "policy_version": hold.policy_version,
+                "approvers": orjson.dumps(list(hold.approvers)).decode(),
+                "required": self.required,
+                "session_id": hold.session_id,
+                "decided_ns": None,
+                "decided_by": None,
+                "reason": None,
+                "released_ns": None,
+            }
+            conn.execute(insert(approvals).values(**new))
+            return new, True
+
+    # --- the approver's side -------------------------------------------------------------------------------
+
+    def get(self, approval_id: str) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(approvals).where(approvals.c.id == approval_id)).mappings().first()
+            if row is None:
+                return None
+            votes = (
+                conn.execute(
+                    select(approval_votes)
+                    .where(approval_votes.c.approval_id == approval_id)
+                    .order_by(approval_votes.c.seq)
+                )
+                .mappings()
+                .all()
+            )
+        return _public(dict(row), [dict(v) for v in votes])
+
+    def list(self, state: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        q = select(approvals).order_by(approvals.c.created_ns.desc()).limit(limit)
+        if state is not None:
+            q = q.where(approvals.c.state == state)
+        with self.engine.connect() as conn:
+            return [_public(dict(r), None) for r in conn.execute(q).mappings()]
+
+    def vote(
+        self, approval_id: str, voter: Voter, decision: str, reason: str | None, now_ns: int | None = None
+    ) -> dict[str, Any]:
+        """Record one approver's decision. Raises ApprovalError (404, 403, 409) when it may not be made."""
+        if decision not in ("approve", "deny"):
+            raise ApprovalError(400, "decision must be 'approve' or 'deny'")
+        now = now_ns or time.time_ns()
+        with self.engine.begin() as conn:
+            row = conn.execute(select(approvals).where(approvals.c.id == approval_id)).mappings().first()
+            if row is None:
+                raise ApprovalError(404, f"no approval request {approval_id}")
+            if row["state"] == PENDING and row["expires_ns"] < now:
+                conn.execute(update(approvals).where(approvals.c.id == approval_id).values(state=EXPIRED))
+                raise ApprovalError(409, f"approval request {approval_id} has expired")
+            if row["state"] != PENDING:
+                raise ApprovalError(409, f"approval request {approval_id} is already {row['state']}")
+            if voter.key == row["requester_key"]:
+                raise ApprovalError(403, "the requester cannot approve or deny their own call")
+            groups = set(orjson.loads(row["approvers"]))
+            if not groups & voter.groups:
+                raise ApprovalError(403, f"only members of {sorted(groups)} may decide this request")
+            earlier = conn.execute(
+                select(approval_votes.c.voter_subject).where(
+                    and_(approval_votes.c.approval_id == approval_id, approval_votes.c.vote == "approve")
+                )
+            ).all()
+            voters = {r[0] for r in earlier}
+            if voter.key in voters:
+                raise ApprovalError(409, "you have already approved this request")
+            conn.execute(
+                insert(approval_votes).values(
+                    approval_id=approval_id,
+                    voter_subject=voter.key,
+                    voter=voter.record_text,
+                    vote=decision,
+                    reason=reason,
+                    ts_ns=now,
+                )
+            )
+            state = PENDING
+            if decision == "deny":
+                state = DENIED
+            elif len(voters) + 1 >= row["required"]:
+                state = APPROVED
+            if state != PENDING:
+                conn.execute(
+                    update(approvals)
+                    .where(approvals.c.id == approval_id)
+                    .values(state=state, decided_ns=now, decided_by=voter.record_text, reason=reason)
+                )
+        got = self.get(approval_id)
+        assert got is not None
+        return got
+
+
+def _public(row: dict[str, Any], votes: list[dict[str, Any]] | None) -> dict[str, Any]:
+    """A request as the API and CLI show it (the approver groups as a list, the requester's key left out)."""
+    out = {str(k): v for k, v in row.items() if k != "requester_key"}  # plain str keys: column names are subclasses
+    out["approvers"] = orjson.loads(row["approvers"])
+    if votes is not None:
+        out["votes"] = [
+            {"voter": v["voter"], "vote": v["vote"], "reason": v["reason"], "ts_ns": v["ts_ns"]} for v in votes
+        ]
+    return out

@@ -1,0 +1,51 @@
+"""What a held call is bound to, and the states of an approval request.
+
+A hold is bound to the exact call: who asked (issuer + subject), which server, method and target, and a digest of
+the arguments (SHA-256 of their canonical JSON: sorted keys, no whitespace). An approval covers that call and no
+other: the same caller retrying the same call with the same arguments, once.
+
+States::
+
+    pending ──approve (enough approvers)──▶ approved ──retried call──▶ released
+       │  └─deny (anyone)──▶ denied         └─release window passed──▶ expired
+       └─expiry──▶ expired
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+PENDING, APPROVED, DENIED, EXPIRED, RELEASED = "pending", "approved", "denied", "expired", "released"
+STATES = (PENDING, APPROVED, DENIED, EXPIRED, RELEASED)
+
+
+def args_digest(arguments: Any) -> str:
+    """The digest an approval is bound to: canonical JSON of the arguments (``{}`` when there are none)."""
+    canonical = orjson.dumps(arguments if arguments is not None else {}, option=orjson.OPT_SORT_KEYS)
+    return "sha256:" + hashlib.sha256(canonical).hexdigest()
+
+
+def new_id() -> str:
+    return "apr_" + secrets.token_urlsafe(12)
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """A call the policy held, as the authz stage saw it (no I/O: the edge turns it into an approval request)."""
+
+    server: str
+    method: str
+    target: str | None
+    digest: str
+    rule: str | None
+    policy_version: str | None
+    approvers: tuple[str, ...]
+    requester_key: str  # issuer + subject: who may retry the approved call
+    requester: str  # the principal as records name it
+    requester_subject: str
+    session_id: str | None

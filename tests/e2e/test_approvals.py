@@ -1,0 +1,261 @@
+"""Just-in-time approval with real principals from the OpenID provider, through a real gateway, to an upstream that
+lists everything it received (so "the upstream saw it only after approval" is observed, not assumed).
+
+Policy: alice (groups eng, oncall) is held on the faulty upstream's ``ok`` tool; the approvers are group ``eng``, so
+bob (eng) may approve, carol (auditors) and dave (no groups) may not, and alice — although in ``eng`` — may never
+approve her own call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.support.gateway import RunningGateway, start_gateway, write_config
+from tests.support.oidc import OidcProvider
+from tests.support.procs import ManagedProcess, running_process
+from tests.support.records import load_records
+
+pytestmark = [pytest.mark.e2e, pytest.mark.node]
+
+FAULTY = Path(__file__).resolve().parents[1] / "fixtures" / "faulty_upstream.py"
+ACCEPT = "application/json, text/event-stream"
+POLICY = """\
+version: 1
+default: deny
+rules:
+  - id: everyone-lists
+    allow: {methods: [tools/list]}
+  - id: oncall-ok-needs-approval
+    hold: {groups: [oncall], tools: [ok], approvers: [eng]}
+"""
+
+
+@pytest.fixture(scope="module")
+def faulty() -> Iterator[ManagedProcess]:
+    with running_process([sys.executable, str(FAULTY), "--port", "0"], ready_timeout=30) as proc:
+        yield proc
+
+
+def _config(tmp: Path, op: OidcProvider, faulty: ManagedProcess) -> tuple[Path, str]:
+    policy = tmp / "policy.yaml"
+    policy.write_text(POLICY)
+    return write_config(
+        tmp,
+        {"faulty": {"url": faulty.ready_value}},
+        auth={"mode": "oidc", "issuers": [{"issuer": op.issuer}]},
+        policy={"file": str(policy)},
+    )
+
+
+@pytest.fixture(scope="module")
+def gateway(
+    op: OidcProvider, faulty: ManagedProcess, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningGateway]:
+    path, store = _config(tmp_path_factory.mktemp("gw"), op, faulty)
+    gw = start_gateway(path, store)
+    try:
+        yield gw
+    finally:
+        gw.proc.stop(timeout=10)
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=20)) as s:
+        yield s
+
+
+class Mcp:
+    """One MCP session of one user (raw JSON-RPC over Streamable HTTP)."""
+
+    def __init__(self, http: aiohttp.ClientSession, url: str, token: str) -> None:
+        self.http, self.url, self.token = http, url, token
+        self.sid: str | None = None
+        self.n = 0
+
+    async def rpc(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        self.n += 1
+        h = {"Content-Type": "application/json", "Accept": ACCEPT, "Authorization": f"Bearer {self.token}"}
+        if self.sid:
+            h |= {"Mcp-Session-Id": self.sid, "MCP-Protocol-Version": "2025-11-25"}
+        body = {"jsonrpc": "2.0", "id": self.n, "method": method, "params": params}
+        async with self.http.post(self.url, json=body, headers=h) as r:
+            self.sid = self.sid or r.headers.get("Mcp-Session-Id")
+            raw = await r.read()
+        if not raw.startswith(b"{"):
+            raw = next(line[6:] for line in raw.split(b"\n") if line.startswith(b"data: ") and b'"id"' in line)
+        msg: dict[str, Any] = json.loads(raw)
+        return msg
+
+    async def open(self) -> Mcp:
+        init = {
+            "protocolVersion": "2025-11-25",
+            "capabilities": {},
+            "clientInfo": {"name": "approvals", "version": "1"},
+        }
+        await self.rpc("initialize", init)
+        return self
+
+    async def call(self, args: dict[str, Any]) -> dict[str, Any]:
+        return await self.rpc("tools/call", {"name": "ok", "arguments": args})
+
+
+async def mcp(http: aiohttp.ClientSession, gw: RunningGateway, op: OidcProvider, user: str) -> Mcp:
+    return await Mcp(http, gw.url("faulty"), await asyncio.to_thread(op.user_token, user, gw.url("faulty"))).open()
+
+
+async def admin(
+    http: aiohttp.ClientSession, gw: RunningGateway, op: OidcProvider, user: str, method: str, path: str, **body: Any
+) -> tuple[int, dict[str, Any]]:
+    token = await asyncio.to_thread(op.user_token, user, gw.base)
+    async with http.request(
+        method, f"{gw.base}/admin/approvals{path}", json=body or None, headers={"Authorization": f"Bearer {token}"}
+    ) as r:
+        return r.status, await r.json()
+
+
+async def calls_received(http: aiohttp.ClientSession, faulty: ManagedProcess) -> int:
+    async with http.get(faulty.ready_value.removesuffix("/mcp") + "/received") as r:
+        got: list[str] = await r.json()
+    return got.count("tools/call")
+
+
+def held_id(msg: dict[str, Any]) -> str:
+    assert msg.get("error", {}).get("code") == -32011, msg
+    data = msg["error"]["data"]
+    assert data["held"] is True and data["approvers"] == ["eng"] and data["rule"] == "oncall-ok-needs-approval"
+    assert data["approval"] in msg["error"]["message"] and data["status_url"].endswith(data["approval"])
+    return str(data["approval"])
+
+
+async def test_a_held_call_reaches_the_upstream_only_after_approval_and_only_once(
+    gateway: RunningGateway, op: OidcProvider, faulty: ManagedProcess, http: aiohttp.ClientSession
+) -> None:
+    alice = await mcp(http, gateway, op, "alice")
+    before = await calls_received(http, faulty)
+    first = held_id(await alice.call({"n": 1}))
+    assert held_id(await alice.call({"n": 1})) == first  # a retry while pending finds the same request
+    assert await calls_received(http, faulty) == before
+
+    status, shown = await admin(http, gateway, op, "bob", "GET", f"/{first}")
+    assert status == 200 and shown["state"] == "pending" and "alice" in shown["requester"]
+    status, decided = await admin(http, gateway, op, "bob", "POST", f"/{first}/approve", reason="change CHG-1")
+    assert status == 200 and decided["state"] == "approved"
+    assert decided["votes"][0]["reason"] == "change CHG-1" and "bob" in decided["votes"][0]["voter"]
+    assert await calls_received(http, faulty) == before  # approval alone forwards nothing
+
+    done = await alice.call({"n": 1})
+    assert "result" in done, done
+    assert await calls_received(http, faulty) == before + 1
+    again = held_id(await alice.call({"n": 1}))  # once only: the next identical call is held anew
+    assert again != first
+    assert await calls_received(http, faulty) == before + 1
+    status, shown = await admin(http, gateway, op, "bob", "GET", f"/{first}")
+    assert shown["state"] == "released" and shown["released_ns"] is not None
+
+    kinds = [(r["kind"], r["detail"]) for r in load_records(gateway.store) if r["direction"] == "gw"]
+    assert any(k == "approval_requested" and first in d for k, d in kinds)
+    assert any(k == "approval_approved" and first in d and "bob" in d for k, d in kinds)
+    assert any(k == "approval_released" and first in d for k, d in kinds)
+
+
+async def test_changed_arguments_are_not_covered_by_an_earlier_approval(
+    gateway: RunningGateway, op: OidcProvider, faulty: ManagedProcess, http: aiohttp.ClientSession
+) -> None:
+    alice = await mcp(http, gateway, op, "alice")
+    approved = held_id(await alice.call({"amount": 10}))
+    assert (await admin(http, gateway, op, "bob", "POST", f"/{approved}/approve"))[0] == 200
+    before = await calls_received(http, faulty)
+    other = held_id(await alice.call({"amount": 10_000}))
+    assert other != approved and await calls_received(http, faulty) == before
+    assert "result" in await alice.call({"amount": 10})  # the approved call itself still goes through
+    assert await calls_received(http, faulty) == before + 1
+
+
+async def test_only_other_approvers_may_decide(
+    gateway: RunningGateway, op: OidcProvider, http: aiohttp.ClientSession
+) -> None:
+    alice = await mcp(http, gateway, op, "alice")
+    req = held_id(await alice.call({"self": True}))
+    status, body = await admin(http, gateway, op, "alice", "POST", f"/{req}/approve")
+    assert status == 403 and "own call" in body["error"]  # alice is in eng, but it is her call
+    status, body = await admin(http, gateway, op, "carol", "POST", f"/{req}/approve")
+    assert status == 403 and "eng" in body["error"]
+    status, _ = await admin(http, gateway, op, "carol", "GET", f"/{req}")
+    assert status == 404  # not hers to see
+    status, listed = await admin(http, gateway, op, "bob", "GET", "?state=pending")
+    assert status == 200 and req in [a["id"] for a in listed["approvals"]]
+    async with http.post(f"{gateway.base}/admin/approvals/{req}/approve") as r:
+        assert r.status == 401  # no token
+    status, shown = await admin(http, gateway, op, "bob", "GET", f"/{req}")
+    assert shown["state"] == "pending" and shown["votes"] == []
+
+
+async def test_a_deny_ends_it_and_the_retry_says_so(
+    gateway: RunningGateway, op: OidcProvider, faulty: ManagedProcess, http: aiohttp.ClientSession
+) -> None:
+    alice = await mcp(http, gateway, op, "alice")
+    req = held_id(await alice.call({"drop": "prod"}))
+    status, body = await admin(http, gateway, op, "bob", "POST", f"/{req}/deny", reason="not during the freeze")
+    assert status == 200 and body["state"] == "denied"
+    status, body = await admin(http, gateway, op, "bob", "POST", f"/{req}/approve")
+    assert status == 409 and "denied" in body["error"]
+    before = await calls_received(http, faulty)
+    retry = await alice.call({"drop": "prod"})
+    assert retry["error"]["code"] == -32010 and req in retry["error"]["message"], retry
+    assert "not during the freeze" in retry["error"]["message"]
+    assert await calls_received(http, faulty) == before
+
+
+def test_the_cli_lists_and_approves(gateway: RunningGateway, op: OidcProvider, tmp_path: Path) -> None:
+    async def held() -> str:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=20)) as h:
+            alice = await mcp(h, gateway, op, "alice")
+            return held_id(await alice.call({"via": "cli"}))
+
+    req = asyncio.run(held())
+    token = tmp_path / "bob.token"
+    token.write_text(op.user_token("bob", gateway.base))
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        argv = [sys.executable, "-m", "portcullis", "approvals", *args, "--gateway", gateway.base]
+        return subprocess.run([*argv, "--token-file", str(token)], capture_output=True, text=True, timeout=60)
+
+    listed = cli("list")
+    assert listed.returncode == 0 and req in listed.stdout, listed.stderr
+    approved = cli("approve", req, "--reason", "looks fine")
+    assert approved.returncode == 0 and f"{req}: approved" in approved.stdout, approved.stderr
+    again = cli("approve", req)
+    assert again.returncode == 1 and "already approved" in again.stderr
+
+
+async def test_a_pending_request_survives_a_restart(
+    op: OidcProvider, faulty: ManagedProcess, tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    path, store = _config(tmp_path, op, faulty)
+    gw = start_gateway(path, store)
+    try:
+        req = held_id(await (await mcp(http, gw, op, "alice")).call({"restart": 1}))
+    finally:
+        gw.proc.stop(timeout=10)
+    gw = start_gateway(path, store)  # same store, new process (and a new port: new tokens)
+    try:
+        status, listed = await admin(http, gw, op, "bob", "GET", "?state=pending")
+        assert status == 200 and req in [a["id"] for a in listed["approvals"]]
+        assert (await admin(http, gw, op, "bob", "POST", f"/{req}/approve"))[0] == 200
+        before = await calls_received(http, faulty)
+        alice = await mcp(http, gw, op, "alice")
+        assert "result" in await alice.call({"restart": 1})
+        assert held_id(await alice.call({"restart": 1})) != req
+        assert await calls_received(http, faulty) == before + 1
+    finally:
+        gw.proc.stop(timeout=10)

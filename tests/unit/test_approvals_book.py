@@ -1,0 +1,124 @@
+"""The approval book on a real SQLite store: who may decide, how many must, expiry, and release exactly once."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine
+
+from portcullis.approvals.book import ApprovalBook, ApprovalError, Voter
+from portcullis.approvals.model import Hold, args_digest
+from portcullis.store.db import make_engine, upgrade
+
+S = 1_000_000_000
+
+
+@pytest.fixture
+def engine(tmp_path: Path) -> Engine:
+    e = make_engine(f"sqlite:///{tmp_path / 'book.db'}")
+    upgrade(e)
+    return e
+
+
+def hold(args: object = None, who: str = "alice") -> Hold:
+    return Hold(
+        server="db",
+        method="tools/call",
+        target="drop_table",
+        digest=args_digest(args if args is not None else {"table": "users"}),
+        rule="drops-need-approval",
+        policy_version="v1",
+        approvers=("dba", "sre"),
+        requester_key=f"https://idp|{who}",
+        requester=f"sub={who}",
+        requester_subject=who,
+        session_id="s1",
+    )
+
+
+def voter(name: str, *groups: str) -> Voter:
+    return Voter(name, f"https://idp|{name}", f"sub={name}", frozenset(groups))
+
+
+def test_digest_is_canonical() -> None:
+    assert args_digest({"a": 1, "b": [1, 2]}) == args_digest({"b": [1, 2], "a": 1})
+    assert args_digest({"a": 1}) != args_digest({"a": 2})
+    assert args_digest(None) == args_digest({})
+
+
+def test_one_pending_request_per_call_and_release_exactly_once(engine: Engine) -> None:
+    book = ApprovalBook(engine)
+    req, created = book.open(hold())
+    assert created and book.open(hold()) == (req, False)
+    assert book.open(hold({"table": "orders"}))[0]["id"] != req["id"]  # other arguments, other request
+    assert book.release(hold()) is None  # pending releases nothing
+    assert book.vote(req["id"], voter("bob", "dba"), "approve", "ok")["state"] == "approved"
+    assert book.release(hold({"table": "orders"})) is None  # the approval covers its own arguments only
+    assert book.release(hold(who="mallory")) is None  # and its own requester only
+    released = book.release(hold())
+    assert released is not None and released["id"] == req["id"]
+    assert book.release(hold()) is None
+
+
+def test_racing_retries_release_once(engine: Engine) -> None:
+    book = ApprovalBook(engine)
+    req, _ = book.open(hold())
+    book.vote(req["id"], voter("bob", "dba"), "approve", None)
+    got: list[object] = []
+    threads = [threading.Thread(target=lambda: got.append(book.release(hold()))) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=10)
+    assert sum(1 for g in got if g is not None) == 1
+
+
+def test_who_may_decide(engine: Engine) -> None:
+    book = ApprovalBook(engine)
+    req, _ = book.open(hold())
+    with pytest.raises(ApprovalError) as e:
+        book.vote(req["id"], voter("alice", "dba"), "approve", None)
+    assert e.value.status == 403 and "own call" in e.value.message
+    with pytest.raises(ApprovalError) as e:
+        book.vote(req["id"], voter("carol", "auditors"), "approve", None)
+    assert e.value.status == 403
+    with pytest.raises(ApprovalError) as e:
+        book.vote("apr_nope", voter("bob", "dba"), "approve", None)
+    assert e.value.status == 404
+    with pytest.raises(ApprovalError) as e:
+        book.vote(req["id"], voter("bob", "dba"), "maybe", None)
+    assert e.value.status == 400
+
+
+def test_two_of_two_and_a_deny_by_anyone_ends_it(engine: Engine) -> None:
+    book = ApprovalBook(engine, required=2)
+    req, _ = book.open(hold())
+    assert book.vote(req["id"], voter("bob", "dba"), "approve", None)["state"] == "pending"
+    with pytest.raises(ApprovalError) as e:
+        book.vote(req["id"], voter("bob", "dba"), "approve", None)  # the same approver twice counts once
+    assert e.value.status == 409
+    done = book.vote(req["id"], voter("erin", "sre"), "approve", None)
+    assert done["state"] == "approved" and [v["vote"] for v in done["votes"]] == ["approve", "approve"]
+
+    other, _ = book.open(hold({"table": "x"}))
+    book.vote(other["id"], voter("bob", "dba"), "approve", None)
+    denied = book.vote(other["id"], voter("erin", "sre"), "deny", "no")
+    assert denied["state"] == "denied" and denied["reason"] == "no"
+    assert book.open(hold({"table": "x"}))[0]["id"] == other["id"]  # a denied call is not asked again at once
+
+
+def test_expiry_of_pending_and_of_unused_approvals(engine: Engine) -> None:
+    book = ApprovalBook(engine, ttl=60, release_window=30)
+    t0 = 1_000 * S
+    req, _ = book.open(hold(), now_ns=t0)
+    with pytest.raises(ApprovalError) as e:
+        book.vote(req["id"], voter("bob", "dba"), "approve", None, now_ns=t0 + 61 * S)
+    assert e.value.status == 409 and "expired" in e.value.message
+    fresh, created = book.open(hold(), now_ns=t0 + 62 * S)
+    assert created and fresh["id"] != req["id"]
+
+    book.vote(fresh["id"], voter("bob", "dba"), "approve", None, now_ns=t0 + 63 * S)
+    assert book.release(hold(), now_ns=t0 + 63 * S + 31 * S) is None  # approved, but not used in time
+    assert book.get(fresh["id"])["state"] == "expired"  # type: ignore[index]
