@@ -185,6 +185,16 @@ class ApprovalsConfig(_Strict):
         default=900.0, gt=0, description="seconds after approval within which the approved call must be retried"
     )
     required: int = Field(default=1, ge=1, le=10, description="distinct approvers needed (a deny by anyone ends it)")
+    wait: float = Field(
+        default=0.0,
+        ge=0,
+        le=3600,
+        description="seconds a held call stays open waiting for the decision (then -32011 naming the request); "
+        "0: answer at once",
+    )
+    poll_interval: float = Field(
+        default=0.5, gt=0, description="seconds between store checks while waiting (decisions made on other replicas)"
+    )
 
 
 MaskMode = Literal["label", "partial", "pseudonym"]

@@ -78,6 +78,8 @@ class AdminApi:
             row = await asyncio.to_thread(self.gw.approvals.vote, approval_id, voter, decision, reason)
         except ApprovalError as exc:
             raise _error(exc.status, exc.message) from None
+        if row["state"] != "pending":
+            self.gw.approval_decided(approval_id)
         verb = "approved" if decision == "approve" else "denied"
         self.gw.record_event(
             row["server"],

@@ -14,7 +14,7 @@ from sqlalchemy import Engine
 
 from portcullis import errors
 from portcullis.approvals.book import ApprovalBook
-from portcullis.approvals.model import DENIED
+from portcullis.approvals.model import APPROVED, DENIED, PENDING, Hold
 from portcullis.config.model import Config, MaskingConfig, ServerConfig
 from portcullis.errors import StoreError, UpstreamError
 from portcullis.flow import Flow, Outcome, Record
@@ -79,6 +79,7 @@ class Gateway:
         self.sessions = SessionTable(config.limits.max_sessions)
         a = config.approvals
         self.approvals = ApprovalBook(engine, a.ttl, a.release_window, a.required)
+        self._decisions: dict[str, asyncio.Event] = {}  # approval id -> set when it is decided (in this process)
         self.durable = config.recording.durability == "commit"
         self.http: aiohttp.ClientSession | None = None
         self.h1: h1.Pool | None = None
@@ -280,13 +281,7 @@ class Gateway:
         try:
             released = await asyncio.to_thread(self.approvals.release, hold)
             if released is not None:
-                flow.unanswer(f"released by approval {released['id']}")
-                if flow.request_record is not None:
-                    flow.request_record.detail = flow.detail
-                self.record_event(
-                    flow.server, flow.session_id, "approval_released", f"{released['id']}: {hold.method} {hold.target}"
-                )
-                return self.pipeline.resume_request(flow, seen)
+                return self._release(flow, hold, released["id"], seen, "")
             req, created = await asyncio.to_thread(self.approvals.open, hold)
         except Exception as exc:  # the book cannot be read: the call stays held (fail closed)
             log.warning("approval book unavailable: %s", type(exc).__name__)
@@ -304,6 +299,19 @@ class Gateway:
                 "approval_requested",
                 f"{req['id']}: {hold.method} {hold.target} by rule {hold.rule}, approvers {list(hold.approvers)}",
             )
+        if req["state"] == PENDING and self.config.approvals.wait > 0:
+            try:
+                decided = await self._await_decision(req["id"])
+                if decided == APPROVED:
+                    released = await asyncio.to_thread(self.approvals.release, hold)
+                    if released is not None:
+                        return self._release(flow, hold, released["id"], seen, " while the caller waited")
+                if decided == DENIED:
+                    got = await asyncio.to_thread(self.approvals.get, req["id"])
+                    if got is not None:
+                        req = {**req, "state": DENIED, "reason": got["reason"], "decided_by": got["decided_by"]}
+            except Exception as exc:  # the book failed while waiting: the call stays held, the answer names it
+                log.warning("approval book unavailable while waiting: %s", type(exc).__name__)
         what = f"{hold.method} {hold.target}" if hold.target else hold.method
         url = f"{self.public_base}/admin/approvals/{req['id']}"
         if req["state"] == DENIED:
@@ -334,6 +342,43 @@ class Gateway:
         if flow.request_record is not None:
             flow.request_record.detail = f"held: approval {req['id']}"
         return seen
+
+    def _release(self, flow: Flow, hold: Hold, approval_id: str, seen: int, how: str) -> int:
+        """The held call goes on: its answer is withdrawn and the stages after authz see the request."""
+        flow.unanswer(f"released by approval {approval_id}{how}")
+        if flow.request_record is not None:
+            flow.request_record.detail = flow.detail
+        self.record_event(
+            flow.server, flow.session_id, "approval_released", f"{approval_id}: {hold.method} {hold.target}"
+        )
+        return self.pipeline.resume_request(flow, seen)
+
+    def approval_decided(self, approval_id: str) -> None:
+        """The admin API decided a request: wake the caller waiting for it in this process, if any."""
+        ev = self._decisions.get(approval_id)
+        if ev is not None:
+            ev.set()
+
+    async def _await_decision(self, approval_id: str) -> str:
+        """Wait (bounded by ``approvals.wait``) until the request is decided; returns its state then."""
+        cfg = self.config.approvals
+        ev = self._decisions.setdefault(approval_id, asyncio.Event())
+        deadline = asyncio.get_running_loop().time() + cfg.wait
+        try:
+            while True:
+                left = deadline - asyncio.get_running_loop().time()
+                if left <= 0:
+                    return PENDING
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(ev.wait(), timeout=min(left, cfg.poll_interval))
+                row = await asyncio.to_thread(self.approvals.get, approval_id)
+                if row is None:
+                    return PENDING
+                if row["state"] != PENDING:
+                    return str(row["state"])
+                ev.clear()
+        finally:
+            self._decisions.pop(approval_id, None)
 
     def record_event(
         self, server: str, session_id: str | None, kind: str, detail: str, payload: bytes | None = None

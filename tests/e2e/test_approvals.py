@@ -19,10 +19,12 @@ from typing import Any
 import aiohttp
 import pytest
 
+from portcullis.approvals.model import args_digest
 from tests.support.gateway import RunningGateway, start_gateway, write_config
 from tests.support.oidc import OidcProvider
 from tests.support.procs import ManagedProcess, running_process
 from tests.support.records import load_records
+from tests.support.waiting import eventually_async
 
 pytestmark = [pytest.mark.e2e, pytest.mark.node]
 
@@ -259,3 +261,78 @@ async def test_a_pending_request_survives_a_restart(
         assert await calls_received(http, faulty) == before + 1
     finally:
         gw.proc.stop(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def waiting_gateway(
+    op: OidcProvider, faulty: ManagedProcess, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningGateway]:
+    tmp = tmp_path_factory.mktemp("gw-wait")
+    policy = tmp / "policy.yaml"
+    policy.write_text(POLICY)
+    path, store = write_config(
+        tmp,
+        {"faulty": {"url": faulty.ready_value}},
+        auth={"mode": "oidc", "issuers": [{"issuer": op.issuer}]},
+        policy={"file": str(policy)},
+        approvals={"wait": 20, "poll_interval": 5},
+    )
+    gw = start_gateway(path, store)
+    try:
+        yield gw
+    finally:
+        gw.proc.stop(timeout=10)
+
+
+async def pending_for(http: aiohttp.ClientSession, gw: RunningGateway, op: OidcProvider, marker: str) -> str:
+    """The id of the pending request whose call is the one with ``marker`` (waits, bounded, until it is listed)."""
+
+    found: list[str] = []
+
+    async def listed() -> bool:
+        _status, body = await admin(http, gw, op, "bob", "GET", "?state=pending")
+        found[:] = [a["id"] for a in body["approvals"] if a["args_digest"] == args_digest({"marker": marker})]
+        return bool(found)
+
+    await eventually_async(listed, within=15, what=f"a pending request for {marker}")
+    return found[0]
+
+
+async def test_a_waiting_caller_gets_the_result_once_someone_approves(
+    waiting_gateway: RunningGateway, op: OidcProvider, faulty: ManagedProcess, http: aiohttp.ClientSession
+) -> None:
+    gw = waiting_gateway
+    alice = await mcp(http, gw, op, "alice")
+    before = await calls_received(http, faulty)
+    call = asyncio.ensure_future(alice.call({"marker": "wait-approve"}))
+    try:
+        req = await pending_for(http, gw, op, "wait-approve")
+        assert not call.done() and await calls_received(http, faulty) == before  # held, the caller waits
+        started = asyncio.get_running_loop().time()
+        assert (await admin(http, gw, op, "bob", "POST", f"/{req}/approve"))[0] == 200
+        result = await asyncio.wait_for(call, timeout=15)
+        # woken by the decision itself, not by the 5 s store poll
+        assert asyncio.get_running_loop().time() - started < 4
+    finally:
+        call.cancel()
+    assert "result" in result, result
+    assert await calls_received(http, faulty) == before + 1
+    _status, shown = await admin(http, gw, op, "bob", "GET", f"/{req}")
+    assert shown["state"] == "released"
+
+
+async def test_a_waiting_caller_hears_a_deny(
+    waiting_gateway: RunningGateway, op: OidcProvider, faulty: ManagedProcess, http: aiohttp.ClientSession
+) -> None:
+    gw = waiting_gateway
+    alice = await mcp(http, gw, op, "alice")
+    before = await calls_received(http, faulty)
+    call = asyncio.ensure_future(alice.call({"marker": "wait-deny"}))
+    try:
+        req = await pending_for(http, gw, op, "wait-deny")
+        assert (await admin(http, gw, op, "bob", "POST", f"/{req}/deny", reason="no"))[0] == 200
+        answer = await asyncio.wait_for(call, timeout=15)
+    finally:
+        call.cancel()
+    assert answer["error"]["code"] == -32010 and req in answer["error"]["message"], answer
+    assert await calls_received(http, faulty) == before
