@@ -20,8 +20,21 @@ from typing import Any
 import orjson
 from sqlalchemy import Engine, and_, insert, select, update
 
-from portcullis.approvals.model import APPROVED, DENIED, EXPIRED, PENDING, RELEASED, Hold, new_id
-from portcullis.store.schema import approval_votes, approvals
+from portcullis.approvals.model import (
+    APPROVED,
+    BREAK_GLASS,
+    DENIED,
+    EXPIRED,
+    PENDING,
+    RELEASED,
+    REVIEWED,
+    Hold,
+    covers,
+    new_id,
+)
+from portcullis.store.schema import approval_votes, approvals, grants
+
+MAX_GRANT_MINUTES = 24 * 60
 
 
 class ApprovalError(Exception):
@@ -76,7 +89,64 @@ class ApprovalBook:
                     return {**row, "state": RELEASED, "released_ns": now}
         return None
 
-    def open(self, hold: Hold, now_ns: int | None = None) -> tuple[dict[str, Any], bool]:
+    def grant_for(self, hold: Hold, now_ns: int | None = None) -> dict[str, Any] | None:
+        """A live grant that covers this call (same requester, server, method, target; arguments match)."""
+        now = now_ns or time.time_ns()
+        q = select(grants).where(
+            and_(
+                grants.c.requester_key == hold.requester_key,
+                grants.c.server == hold.server,
+                grants.c.method == hold.method,
+                grants.c.expires_ns > now,
+                grants.c.revoked_ns.is_(None),
+            )
+        )
+        with self.engine.connect() as conn:
+            for row in conn.execute(q).mappings():
+                if row["target"] != hold.target:
+                    continue
+                patterns = None if row["arguments"] is None else orjson.loads(row["arguments"])
+                if covers(patterns, hold.arguments):
+                    return {str(k): v for k, v in row.items() if k != "requester_key"}
+        return None
+
+    def break_glass(self, hold: Hold, reason: str, now_ns: int | None = None) -> dict[str, Any]:
+        """The call goes through without approval (a break-glass caller, with a reason); it awaits review."""
+        now = now_ns or time.time_ns()
+        row = self._row(hold, now, BREAK_GLASS, reason)
+        row.update(decided_ns=now, decided_by=f"break-glass by {hold.requester}", reason=reason, released_ns=now)
+        with self.engine.begin() as conn:
+            conn.execute(insert(approvals).values(**row))
+        return row
+
+    def _row(self, hold: Hold, now: int, state: str, justification: str | None) -> dict[str, Any]:
+        return {
+            "id": new_id(),
+            "state": state,
+            "created_ns": now,
+            "expires_ns": now + self.ttl_ns,
+            "server": hold.server,
+            "method": hold.method,
+            "target": hold.target,
+            "args_digest": hold.digest,
+            "requester_key": hold.requester_key,
+            "requester": hold.requester,
+            "requester_subject": hold.requester_subject,
+            "rule": hold.rule,
+            "policy_version": hold.policy_version,
+            "approvers": orjson.dumps(list(hold.approvers)).decode(),
+            "required": self.required,
+            "session_id": hold.session_id,
+            "decided_ns": None,
+            "decided_by": None,
+            "reason": None,
+            "released_ns": None,
+            "justification": justification,
+        }
+
+    def open(
+        self, hold: Hold, now_ns: int | None = None, justification: str | None = None
+    ) -> tuple[dict[str, Any], bool]:
         """The caller's pending request for this call, or a new one. Returns (request, created).
 
         A call denied within the last ``ttl`` is not asked again: its denied request is returned instead."""
@@ -106,28 +176,7 @@ class ApprovalBook:
                     return dict(row), False
                 if row["state"] == DENIED and (row["decided_ns"] or 0) + self.ttl_ns >= now:
                     return dict(row), False
-            new: dict[str, Any] = {
-                "id": new_id(),
-                "state": PENDING,
-                "created_ns": now,
-                "expires_ns": now + self.ttl_ns,
-                "server": hold.server,
-                "method": hold.method,
-                "target": hold.target,
-                "args_digest": hold.digest,
-                "requester_key": hold.requester_key,
-                "requester": hold.requester,
-                "requester_subject": hold.requester_subject,
-                "rule": hold.rule,
-                "policy_version": hold.policy_version,
-                "approvers": orjson.dumps(list(hold.approvers)).decode(),
-                "required": self.required,
-                "session_id": hold.session_id,
-                "decided_ns": None,
-                "decided_by": None,
-                "reason": None,
-                "released_ns": None,
-            }
+            new = self._row(hold, now, PENDING, justification)
             conn.execute(insert(approvals).values(**new))
             return new, True
 
@@ -157,33 +206,46 @@ class ApprovalBook:
             return [_public(dict(r), None) for r in conn.execute(q).mappings()]
 
     def vote(
-        self, approval_id: str, voter: Voter, decision: str, reason: str | None, now_ns: int | None = None
+        self,
+        approval_id: str,
+        voter: Voter,
+        decision: str,
+        reason: str | None,
+        now_ns: int | None = None,
+        grant: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """Record one approver's decision. Raises ApprovalError (404, 403, 409) when it may not be made."""
-        if decision not in ("approve", "deny"):
-            raise ApprovalError(400, "decision must be 'approve' or 'deny'")
+        """Record one approver's decision. Raises ApprovalError (400, 404, 403, 409) when it may not be made.
+
+        ``grant`` (approve only): ``{"minutes": N, "arguments": {name: glob} | None}`` — once approved, the requester
+        may make calls like this one without asking again for N minutes (arguments matching, if given)."""
+        if decision not in ("approve", "deny", "review"):
+            raise ApprovalError(400, "decision must be 'approve', 'deny' or 'review'")
+        if grant is not None:
+            _check_grant(grant, decision)
         now = now_ns or time.time_ns()
         with self.engine.begin() as conn:
             row = conn.execute(select(approvals).where(approvals.c.id == approval_id)).mappings().first()
             if row is None:
                 raise ApprovalError(404, f"no approval request {approval_id}")
             if row["state"] == PENDING and row["expires_ns"] < now:
-                conn.execute(update(approvals).where(approvals.c.id == approval_id).values(state=EXPIRED))
                 raise ApprovalError(409, f"approval request {approval_id} has expired")
-            if row["state"] != PENDING:
-                raise ApprovalError(409, f"approval request {approval_id} is already {row['state']}")
+            wanted = BREAK_GLASS if decision == "review" else PENDING
+            if row["state"] != wanted:
+                raise ApprovalError(409, f"approval request {approval_id} is {row['state']}, not {wanted}")
             if voter.key == row["requester_key"]:
-                raise ApprovalError(403, "the requester cannot approve or deny their own call")
+                raise ApprovalError(403, "the requester cannot approve, deny or review their own call")
             groups = set(orjson.loads(row["approvers"]))
             if not groups & voter.groups:
                 raise ApprovalError(403, f"only members of {sorted(groups)} may decide this request")
-            earlier = conn.execute(
-                select(approval_votes.c.voter_subject).where(
-                    and_(approval_votes.c.approval_id == approval_id, approval_votes.c.vote == "approve")
+            approvers = {
+                r[0]
+                for r in conn.execute(
+                    select(approval_votes.c.voter_subject).where(
+                        and_(approval_votes.c.approval_id == approval_id, approval_votes.c.vote == "approve")
+                    )
                 )
-            ).all()
-            voters = {r[0] for r in earlier}
-            if voter.key in voters:
+            }
+            if decision == "approve" and voter.key in approvers:
                 raise ApprovalError(409, "you have already approved this request")
             conn.execute(
                 insert(approval_votes).values(
@@ -195,25 +257,61 @@ class ApprovalBook:
                     ts_ns=now,
                 )
             )
-            state = PENDING
-            if decision == "deny":
+            if decision == "review":
+                state = REVIEWED
+            elif decision == "deny":
                 state = DENIED
-            elif len(voters) + 1 >= row["required"]:
-                state = APPROVED
-            if state != PENDING:
+            else:
+                state = APPROVED if len(approvers) + 1 >= row["required"] else PENDING
+            if state == REVIEWED:
+                conn.execute(update(approvals).where(approvals.c.id == approval_id).values(state=REVIEWED))
+            elif state != PENDING:
                 conn.execute(
                     update(approvals)
-                    .where(approvals.c.id == approval_id)
+                    .where(and_(approvals.c.id == approval_id, approvals.c.state == PENDING))
                     .values(state=state, decided_ns=now, decided_by=voter.record_text, reason=reason)
+                )
+            if state == APPROVED and grant is not None:
+                patterns = grant.get("arguments")
+                conn.execute(
+                    insert(grants).values(
+                        id="grt_" + new_id()[4:],
+                        approval_id=approval_id,
+                        requester_key=row["requester_key"],
+                        requester=row["requester"],
+                        server=row["server"],
+                        method=row["method"],
+                        target=row["target"],
+                        arguments=None if patterns is None else orjson.dumps(patterns).decode(),
+                        created_ns=now,
+                        expires_ns=now + int(grant["minutes"]) * 60 * 1_000_000_000,
+                        granted_by=voter.record_text,
+                    )
                 )
         got = self.get(approval_id)
         assert got is not None
         return got
 
 
+def _check_grant(grant: dict[str, Any], decision: str) -> None:
+    if decision != "approve":
+        raise ApprovalError(400, "only an approval can grant time-boxed access")
+    minutes = grant.get("minutes")
+    if not isinstance(minutes, int) or isinstance(minutes, bool) or not 1 <= minutes <= MAX_GRANT_MINUTES:
+        raise ApprovalError(400, f"grant.minutes must be a whole number from 1 to {MAX_GRANT_MINUTES}")
+    args = grant.get("arguments")
+    if args is not None and (not isinstance(args, dict) or not all(isinstance(v, str) for v in args.values())):
+        raise ApprovalError(400, 'grant.arguments must be {"name": "glob", ...} or null (any arguments)')
+    if set(grant) - {"minutes", "arguments"}:
+        raise ApprovalError(400, "grant takes only 'minutes' and 'arguments'")
+
+
 def _public(row: dict[str, Any], votes: list[dict[str, Any]] | None) -> dict[str, Any]:
     """A request as the API and CLI show it (the approver groups as a list, the requester's key left out)."""
     out = {str(k): v for k, v in row.items() if k != "requester_key"}  # plain str keys: column names are subclasses
+    now = time.time_ns()
+    if out["state"] == PENDING and out["expires_ns"] < now:
+        out["state"] = EXPIRED  # as it is now, whether or not anyone has touched it since
     out["approvers"] = orjson.loads(row["approvers"])
     if votes is not None:
         out["votes"] = [

@@ -9,10 +9,15 @@ States::
     pending ──approve (enough approvers)──▶ approved ──retried call──▶ released
        │  └─deny (anyone)──▶ denied         └─release window passed──▶ expired
        └─expiry──▶ expired
+    (no request) ──break-glass caller, with a reason──▶ break_glass ──an approver reviews──▶ reviewed
+
+An approval may also grant time-boxed access: the requester may make the same kind of call (server, method, target,
+arguments matching the grant's patterns) without asking again until the grant lapses.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import secrets
 from dataclasses import dataclass
@@ -21,7 +26,8 @@ from typing import Any
 import orjson
 
 PENDING, APPROVED, DENIED, EXPIRED, RELEASED = "pending", "approved", "denied", "expired", "released"
-STATES = (PENDING, APPROVED, DENIED, EXPIRED, RELEASED)
+BREAK_GLASS, REVIEWED = "break_glass", "reviewed"  # went through without approval; then reviewed afterwards
+STATES = (PENDING, APPROVED, DENIED, EXPIRED, RELEASED, BREAK_GLASS, REVIEWED)
 
 
 def args_digest(arguments: Any) -> str:
@@ -49,3 +55,22 @@ class Hold:
     requester: str  # the principal as records name it
     requester_subject: str
     session_id: str | None
+    arguments: Any = None  # the call's arguments, in memory only (grants match them; the store keeps the digest)
+    requester_groups: frozenset[str] = frozenset()
+
+
+def covers(patterns: Any, arguments: Any) -> bool:
+    """Whether a grant's argument patterns cover a call's arguments: None covers any arguments; otherwise every
+    listed argument must be present and match its glob (``fnmatch``, on the value as text); others are free."""
+    if patterns is None:
+        return True
+    if not isinstance(patterns, dict) or not isinstance(arguments, dict):
+        return False
+    for name, pattern in patterns.items():
+        if name not in arguments:
+            return False
+        value = arguments[name]
+        text = value if isinstance(value, str) else orjson.dumps(value).decode()
+        if not fnmatch.fnmatchcase(text, str(pattern)):
+            return False
+    return True

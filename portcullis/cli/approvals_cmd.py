@@ -137,10 +137,14 @@ def approvals_show(
 def _decide(decision: str) -> Any:
     @click.argument("approval_id")
     @click.option("--reason", default=None, help="why (recorded with the decision)")
+    @click.option("--grant-minutes", type=int, default=None, help="approve: also grant calls like this one for N min")
+    @click.option("--grant-arg", multiple=True, help="approve with a grant: NAME=GLOB an argument must match")
     @common
     def run(
         approval_id: str,
         reason: str | None,
+        grant_minutes: int | None,
+        grant_arg: tuple[str, ...],
         gateway: str | None,
         config_path: str | None,
         token: str | None,
@@ -148,15 +152,28 @@ def _decide(decision: str) -> Any:
         as_json: bool,
     ) -> None:
         url = f"{_base(gateway, config_path)}/admin/approvals/{approval_id}/{decision}"
-        a = _call("POST", url, _token(token, token_file), {"reason": reason or ""})
+        body: dict[str, Any] = {"reason": reason or ""}
+        if grant_minutes is not None or grant_arg:
+            if decision != "approve" or grant_minutes is None:
+                _fail("--grant-minutes (and --grant-arg) go with approve")
+            pairs = [a.split("=", 1) for a in grant_arg]
+            if any(len(p) != 2 for p in pairs):
+                _fail("--grant-arg takes NAME=GLOB")
+            body["grant"] = {"minutes": grant_minutes, "arguments": {k: v for k, v in pairs} if pairs else None}
+        a = _call("POST", url, _token(token, token_file), body)
         if as_json:
             click.echo(json.dumps(a, indent=2))
         else:
             click.echo(f"{a['id']}: {a['state']}")
 
-    run.__doc__ = f"{decision.capitalize()} a held call (you must be an approver, and not its requester)."
+    run.__doc__ = (
+        "Review a call that went through by break-glass (approvers only, not its requester)."
+        if decision == "review"
+        else f"{decision.capitalize()} a held call (you must be an approver, and not its requester)."
+    )
     return run
 
 
 approvals_group.command("approve")(_decide("approve"))
 approvals_group.command("deny")(_decide("deny"))
+approvals_group.command("review")(_decide("review"))

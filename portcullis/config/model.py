@@ -195,6 +195,11 @@ class ApprovalsConfig(_Strict):
     poll_interval: float = Field(
         default=0.5, gt=0, description="seconds between store checks while waiting (decisions made on other replicas)"
     )
+    break_glass_groups: list[str] = Field(
+        default_factory=list,
+        description="members may proceed without approval by sending Portcullis-Break-Glass: <reason>; the call "
+        "is recorded as break-glass and awaits an approver's review",
+    )
 
 
 MaskMode = Literal["label", "partial", "pseudonym"]

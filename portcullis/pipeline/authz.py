@@ -79,6 +79,8 @@ class AuthzStage(Stage):
             requester=flow.principal or "anonymous",
             requester_subject=principal.subject,
             session_id=flow.session_id,
+            arguments=args if isinstance(args, dict) else {},
+            requester_groups=principal.groups,
         )
         # answered as held here; the edge opens (or releases) the approval request and completes this answer
         flow.fail(

@@ -6,8 +6,12 @@ audience may be the gateway's base URL. What a caller may see and do:
 - ``GET /admin/approvals[?state=pending]`` — the requests the caller asked for or may decide;
 - ``GET /admin/approvals/{id}`` — one request with its votes (requester or approver only);
 - ``POST /admin/approvals/{id}/approve`` and ``/deny`` with ``{"reason": "..."}`` — approver groups only, never the
-  requester. Answers: 200 with the request, 400 bad body, 401 unauthenticated, 403 not allowed (self-approval, not
-  an approver), 404 unknown, 409 already decided or expired.
+  requester; an approval may add ``"grant": {"minutes": N, "arguments": {"name": "glob"} | null}`` (time-boxed access
+  for calls like this one);
+- ``POST /admin/approvals/{id}/review`` — an approver's follow-up review of a break-glass call.
+
+Answers: 200 with the request, 400 bad body, 401 unauthenticated, 403 not allowed (self-approval, not an approver),
+404 unknown, 409 already decided or expired.
 
 Every decision is recorded with the session of the held call (kind ``approval_approved`` / ``approval_denied``).
 """
@@ -38,6 +42,7 @@ class AdminApi:
         app.router.add_get("/admin/approvals/{id}", self.show)
         app.router.add_post("/admin/approvals/{id}/approve", self.approve)
         app.router.add_post("/admin/approvals/{id}/deny", self.deny)
+        app.router.add_post("/admin/approvals/{id}/review", self.review)
 
     async def _caller(self, request: web.Request) -> Caller:
         if not self.gw.auth.enabled:
@@ -69,18 +74,21 @@ class AdminApi:
     async def deny(self, request: web.Request) -> web.Response:
         return await self._decide(request, "deny")
 
+    async def review(self, request: web.Request) -> web.Response:
+        return await self._decide(request, "review")
+
     async def _decide(self, request: web.Request, decision: str) -> web.Response:
         caller = await self._caller(request)
-        reason = await _reason(request)
+        reason, grant = await _body(request)
         approval_id = request.match_info["id"]
         voter = Voter(caller.principal.subject, caller.key, caller.record_text, caller.principal.groups)
         try:
-            row = await asyncio.to_thread(self.gw.approvals.vote, approval_id, voter, decision, reason)
+            row = await asyncio.to_thread(self.gw.approvals.vote, approval_id, voter, decision, reason, None, grant)
         except ApprovalError as exc:
             raise _error(exc.status, exc.message) from None
         if row["state"] != "pending":
             self.gw.approval_decided(approval_id)
-        verb = "approved" if decision == "approve" else "denied"
+        verb = {"approve": "approved", "deny": "denied", "review": "reviewed"}[decision]
         self.gw.record_event(
             row["server"],
             row["session_id"],
@@ -97,20 +105,25 @@ def _may_see(caller: Caller, row: dict[str, Any]) -> bool:
     return bool(groups & caller.principal.groups) or row["requester"] == caller.record_text
 
 
-async def _reason(request: web.Request) -> str | None:
+async def _body(request: web.Request) -> tuple[str | None, dict[str, Any] | None]:
+    """``{"reason": "...", "grant": {"minutes": N, "arguments": {...} | null}}``, both optional."""
     raw = await request.read()
     if not raw:
-        return None
+        return None, None
+    shape = 'the body must be JSON: {"reason": "...", "grant": {"minutes": N, "arguments": {...}}}'
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError:
-        raise _error(400, 'the body must be JSON: {"reason": "..."}') from None
-    if not isinstance(body, dict) or not isinstance(body.get("reason", ""), str):
-        raise _error(400, 'the body must be JSON: {"reason": "..."}')
+        raise _error(400, shape) from None
+    if not isinstance(body, dict) or not isinstance(body.get("reason", ""), str) or set(body) - {"reason", "grant"}:
+        raise _error(400, shape)
     reason = body.get("reason") or None
     if reason is not None and len(reason) > MAX_REASON:
         raise _error(400, f"reason longer than {MAX_REASON} characters")
-    return reason
+    grant = body.get("grant")
+    if grant is not None and not isinstance(grant, dict):
+        raise _error(400, shape)
+    return reason, grant
 
 
 def _json(body: Any, status: int = 200) -> web.Response:

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import aiohttp
@@ -38,6 +38,10 @@ from portcullis.upstream.sse import LegacySseSession
 from portcullis.upstream.stdio import StdioSession
 
 log = logging.getLogger("portcullis.gateway")
+
+JUSTIFICATION_HEADER = "Portcullis-Justification"
+BREAK_GLASS_HEADER = "Portcullis-Break-Glass"
+MAX_JUSTIFICATION = 1000
 
 
 def build_pipeline(names: list[str], policy: PolicyStore, masking: MaskingConfig | None = None) -> Pipeline:
@@ -271,18 +275,31 @@ class Gateway:
 
     # --- the request walk, with held calls settled against the approval book -------------------------------
 
-    async def run_request(self, flow: Flow) -> int:
-        """The request stages; a held call is then settled: released by its approval (once) or answered with the
-        approval request to decide. Returns how many stages saw the request (for the response walk)."""
+    async def run_request(self, flow: Flow, headers: Mapping[str, str] | None = None) -> int:
+        """The request stages; a held call is then settled: released by its approval (once), by a live grant, or
+        by a break-glass caller with a reason; else answered with the approval request to decide (after waiting,
+        bounded, for the decision when ``approvals.wait`` is set). Returns how many stages saw the request."""
         seen = self.pipeline.run_request(flow)
         hold = flow.hold
         if hold is None or flow.response is None or flow.answered_by != "authz":
             return seen
+        h = headers or {}
+        justification = (h.get(JUSTIFICATION_HEADER) or "").strip()[:MAX_JUSTIFICATION] or None
+        glass = (h.get(BREAK_GLASS_HEADER) or "").strip()[:MAX_JUSTIFICATION]
         try:
             released = await asyncio.to_thread(self.approvals.release, hold)
             if released is not None:
                 return self._release(flow, hold, released["id"], seen, "")
-            req, created = await asyncio.to_thread(self.approvals.open, hold)
+            grant = await asyncio.to_thread(self.approvals.grant_for, hold)
+            if grant is not None:
+                return self._release(flow, hold, grant["approval_id"], seen, f" (grant {grant['id']})")
+            if glass and hold.requester_groups & set(self.config.approvals.break_glass_groups):
+                row = await asyncio.to_thread(self.approvals.break_glass, hold, glass)
+                self.record_event(
+                    flow.server, flow.session_id, "approval_break_glass", f"{row['id']}: {hold.method} {hold.target}"
+                )
+                return self._release(flow, hold, row["id"], seen, " (break-glass; awaits review)")
+            req, created = await asyncio.to_thread(self.approvals.open, hold, None, justification)
         except Exception as exc:  # the book cannot be read: the call stays held (fail closed)
             log.warning("approval book unavailable: %s", type(exc).__name__)
             flow.fail(

@@ -256,7 +256,7 @@ class McpEndpoint:
                 server, Era.SESSION, Direction.C2S, m, session_id=session.id, protocol_version=session.protocol_version
             )
             flow.bind(request["caller"])
-            seen = await gw.run_request(flow)
+            seen = await gw.run_request(flow, request.headers)
             try:
                 if flow.response is not None:
                     gw.pipeline.run_response(flow, seen)
@@ -343,7 +343,7 @@ class McpEndpoint:
             server, era, Direction.C2S, msg, session_id=session.id if session else None, protocol_version=version
         )
         flow.bind(request["caller"])
-        seen = await gw.run_request(flow)
+        seen = await gw.run_request(flow, request.headers)
         if flow.response is not None:  # a stage answered: the upstream never sees it
             if new and session is not None and session.channel is not None:
                 await session.channel.close()

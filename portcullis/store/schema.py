@@ -85,6 +85,7 @@ approvals = Table(
     Column("decided_by", String(400)),
     Column("reason", Text),
     Column("released_ns", BigInteger),
+    Column("justification", Text),
 )
 
 approval_votes = Table(
@@ -99,6 +100,24 @@ approval_votes = Table(
     Column("ts_ns", BigInteger, nullable=False),
 )
 
+grants = Table(
+    "grants",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("approval_id", String(32), nullable=False),
+    Column("requester_key", String(400), nullable=False),
+    Column("requester", String(400), nullable=False),
+    Column("server", String(200), nullable=False),
+    Column("method", String(200), nullable=False),
+    Column("target", String(400)),
+    Column("arguments", Text),  # JSON {name: glob} or NULL (any arguments)
+    Column("created_ns", BigInteger, nullable=False),
+    Column("expires_ns", BigInteger, nullable=False),
+    Column("granted_by", String(400), nullable=False),
+    Column("revoked_ns", BigInteger),
+)
+
+Index("ix_grants_match", grants.c.requester_key, grants.c.server, grants.c.expires_ns)
 Index("ix_approvals_match", approvals.c.requester_key, approvals.c.args_digest, approvals.c.state)
 Index("ix_approvals_state_created", approvals.c.state, approvals.c.created_ns)
 Index("ix_approval_votes_approval", approval_votes.c.approval_id)

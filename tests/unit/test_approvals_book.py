@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import Engine
 
 from portcullis.approvals.book import ApprovalBook, ApprovalError, Voter
-from portcullis.approvals.model import Hold, args_digest
+from portcullis.approvals.model import Hold, args_digest, covers
 from portcullis.store.db import make_engine, upgrade
 
 S = 1_000_000_000
@@ -122,3 +122,34 @@ def test_expiry_of_pending_and_of_unused_approvals(engine: Engine) -> None:
     book.vote(fresh["id"], voter("bob", "dba"), "approve", None, now_ns=t0 + 63 * S)
     assert book.release(hold(), now_ns=t0 + 63 * S + 31 * S) is None  # approved, but not used in time
     assert book.get(fresh["id"])["state"] == "expired"  # type: ignore[index]
+
+
+def test_grant_patterns() -> None:
+    assert covers(None, {"anything": 1})
+    assert covers({"table": "audit_*"}, {"table": "audit_2026", "rows": 5})
+    assert not covers({"table": "audit_*"}, {"table": "users"})
+    assert not covers({"table": "audit_*"}, {"rows": 5})  # a listed argument must be present
+    assert covers({"limit": "1?"}, {"limit": 10}) and not covers({"limit": "1?"}, {"limit": 100})
+
+
+def test_grants_cover_later_calls_until_they_lapse(engine: Engine) -> None:
+    book = ApprovalBook(engine)
+    t0 = 1_000 * S
+    req, _ = book.open(hold({"table": "audit_1"}), now_ns=t0)
+    book.vote(req["id"], voter("bob", "dba"), "approve", None, now_ns=t0, grant={"minutes": 10, "arguments": None})
+    later = hold({"table": "anything"})
+    assert book.grant_for(later, now_ns=t0 + 9 * 60 * S) is not None
+    assert book.grant_for(later, now_ns=t0 + 11 * 60 * S) is None
+    assert book.grant_for(hold({"table": "x"}, who="mallory"), now_ns=t0 + S) is None
+    with pytest.raises(ApprovalError) as e:
+        book.vote(req["id"], voter("bob", "dba"), "approve", None, grant={"minutes": 0})
+    assert e.value.status == 400
+
+
+def test_break_glass_then_review(engine: Engine) -> None:
+    book = ApprovalBook(engine)
+    row = book.break_glass(hold(), "prod down")
+    assert row["state"] == "break_glass" and row["reason"] == "prod down"
+    with pytest.raises(ApprovalError):
+        book.vote(row["id"], voter("bob", "dba"), "approve", None)  # not pending: nothing to approve
+    assert book.vote(row["id"], voter("bob", "dba"), "review", "fine")["state"] == "reviewed"
