@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
+from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -359,12 +361,32 @@ def masking_problems(m: MaskingConfig, servers: set[str]) -> list[tuple[tuple[st
     out: list[tuple[tuple[str, ...], str]] = []
     custom = frozenset(r.name for r in m.rules)
     for i, r in enumerate(m.rules):
-        if r.name in CLASSES:
-            out.append((("masking", "rules", str(i), "name"), f"{r.name!r} is a built-in class; pick another name"))
+        if r.name in CLASSES or r.name in ("secret", "pii", "all"):
+            out.append((("masking", "rules", str(i), "name"), f"{r.name!r} is a built-in name; pick another"))
         try:
-            re2.compile(r.pattern)
+            rx = re2.compile(r.pattern)
         except re2.error as exc:
-            out.append((("masking", "rules", str(i), "pattern"), f"not a valid RE2 pattern: {exc}"))
+            why = exc.args[0].decode(errors="replace") if exc.args and isinstance(exc.args[0], bytes) else str(exc)
+            out.append((("masking", "rules", str(i), "pattern"), f"not a valid RE2 pattern: {why}"))
+            continue
+        if rx.search("") is not None:
+            out.append((("masking", "rules", str(i), "pattern"), "the pattern matches the empty string"))
+    import phonenumbers
+
+    if m.phone_region not in phonenumbers.SUPPORTED_REGIONS:
+        out.append((("masking", "phone_region"), f"{m.phone_region!r} is not a region libphonenumber knows (e.g. GB)"))
+    if m.pseudonym_key_env is not None and not os.environ.get(m.pseudonym_key_env):
+        out.append((("masking", "pseudonym_key_env"), f"environment variable {m.pseudonym_key_env} is not set"))
+    if m.forensic is not None:
+        from portcullis.masking.seal import Sealer, SealError
+
+        try:
+            Sealer.from_pem(Path(m.forensic.public_key_file).read_bytes())
+        except OSError as exc:
+            out.append((("masking", "forensic", "public_key_file"), f"cannot read it: {exc.strerror}"))
+        except (SealError, ValueError) as exc:
+            out.append((("masking", "forensic", "public_key_file"), f"not an X25519 public key in PEM: {exc}"))
+    custom_kinds = {r.name: r.kind for r in m.rules}
     profiles: list[tuple[tuple[str, ...], MaskProfileConfig]] = [(("masking",), m)]
     profiles += [(("masking", "servers", k), p) for k, p in m.servers.items()]
     profiles += [(("masking", "overrides", str(i)), p) for i, p in enumerate(m.overrides)]
@@ -372,7 +394,7 @@ def masking_problems(m: MaskingConfig, servers: set[str]) -> list[tuple[tuple[st
     for path, p in profiles:
         for key, names in (("classes", p.classes or []), ("exclude", p.exclude)):
             try:
-                expand(names, custom)
+                expand(names, custom, custom_kinds)
             except ValueError as exc:
                 out.append(((*path, key), f"{exc}; known: {known}"))
         for key, names in (("modes", list(p.modes)), ("unmasked_for", list(p.unmasked_for))):

@@ -8,6 +8,7 @@ public prefix that partial masking may keep (it says what kind of credential it 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 
@@ -67,14 +68,20 @@ OPTIONAL = frozenset(c.name for c in _ALL if c.tier == "optional")
 DEFAULT_ON = frozenset(c.name for c in _ALL if c.tier != "optional")
 
 
-def expand(names: list[str] | tuple[str, ...], custom: frozenset[str] = frozenset()) -> frozenset[str]:
-    """Class names from a config list that may name kinds (``secret``, ``pii``), ``all``, classes or custom rules."""
+def expand(
+    names: list[str] | tuple[str, ...],
+    custom: frozenset[str] = frozenset(),
+    custom_kinds: Mapping[str, str] | None = None,
+) -> frozenset[str]:
+    """Class names from a config list that may name kinds (``secret``, ``pii``: built-in and custom rules of that
+    kind), ``all``, classes or custom rules."""
     out: set[str] = set()
     for n in names:
         if n == "all":
             out |= DEFAULT_ON | OPTIONAL | custom
         elif n in KINDS:
             out |= {c.name for c in _ALL if c.kind == n and c.tier != "optional"}
+            out |= {name for name, kind in (custom_kinds or {}).items() if kind == n}
         elif n in CLASSES or n in custom:
             out.add(n)
         else:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 from bisect import bisect_right
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -143,8 +144,14 @@ class Masker:
     def session_key(self, session: str | None) -> bytes:
         return hmac.new(self._key, (session or "").encode(), hashlib.sha256).digest()
 
-    def mask(self, body: dict[str, Any], part: str, plan: Plan, session: str | None) -> Result:
-        """Mask ``body[part]`` in place. Raises MaskingError when it cannot be done within bounds."""
+    def mask(
+        self, body: dict[str, Any], part: str, plan: Plan, session: str | None, principal: str | None = None
+    ) -> Result:
+        """Mask ``body[part]`` in place. Raises MaskingError when it cannot be done within bounds.
+
+        Pseudonyms are keyed per session; without a session (2026-07-28) per principal, so they never link
+        different callers. A tool result's JSON text twin of ``structuredContent`` is not scanned on its own: it is
+        written again from the masked ``structuredContent``, so the two stay equal (numbers, escapes and all)."""
         root = body.get(part)
         if plan.detector is None:
             return Result([])
@@ -152,18 +159,40 @@ class Masker:
         if isinstance(root, str):
             if root:
                 strings.add(body, part, root, (), None)
+            twins: list[tuple[dict[str, Any], bool]] = []
         else:
+            twins = _twins(root) if part == "result" else []
+            for item, _pretty in twins:
+                item["text"] = ""  # left out of the walk; rewritten below
             collect(root, (part,), self.max_depth, strings)
-        return self._mask_strings(strings, plan, session) if len(strings) else Result([])
+        scope = session if session is not None else f"principal:{principal or ''}"
+        res = self._mask_strings(strings, plan, scope) if len(strings) else Result([])
+        if twins:
+            assert isinstance(root, dict)
+            sc = root.get("structuredContent")
+            in_sc: dict[str, int] = {}
+            for m in res.masked:
+                if m["path"].startswith("result.structuredContent"):
+                    in_sc[m["class"]] = in_sc.get(m["class"], 0) + m["count"]
+            content = root["content"]
+            for item, pretty in twins:
+                item["text"] = json.dumps(sc, indent=2, ensure_ascii=False) if pretty else orjson.dumps(sc).decode()
+                where = f"result.content[{next(i for i, c in enumerate(content) if c is item)}].text"
+                res.masked.extend({"class": c, "path": where, "count": n} for c, n in in_sc.items())
+        return res
 
-    def _mask_strings(self, strings: Strings, plan: Plan, session: str | None) -> Result:
+    def _mask_strings(self, strings: Strings, plan: Plan, session: str) -> Result:
         det = plan.detector
         assert det is not None
         texts = strings.texts
+        sentinel = ""
+        if any("\x00" in t for t in texts):
+            # strings that hold NUL themselves: another unused character stands in for it while the strings share one
+            # NUL-joined buffer (key context, consistency and the budget stay whole), and comes back afterwards
+            sentinel = _sentinel(texts)
+            texts = [t.replace("\x00", sentinel) for t in texts]
         joined_text = "\x00".join(texts)
         data = joined_text.encode("utf-8", "surrogatepass")
-        if data.count(b"\x00") != len(texts) - 1:
-            return self._mask_one_by_one(strings, plan, session)
         budget = Budget(self.max_candidates)
         found = [(f.start, f.end, f.cls) for f in det.find_bytes(data, budget)]
         if not plan.key_context and not found:
@@ -180,13 +209,14 @@ class Masker:
             for i, cls in strings.ctx:
                 if cls not in classes:
                     continue
+                budget.spend()
                 start, end = starts[i], starts[i + 1] - 1
                 keep = value_ok(cls, data[start:end], True)
                 if keep:
                     found.append((start, start + keep, cls))
         if not found:
             return Result([])
-        found = _propagate(data, _split_at_nul(data, found))
+        found = _propagate(data, _split_at_nul(data, found), budget)
         out = bytearray()
         last = 0
         key = self.session_key(session) if any(plan.mode_of(c) == "pseudonym" for _s, _e, c in found) else b""
@@ -202,36 +232,62 @@ class Masker:
         if len(new_texts) != len(texts):
             raise MaskingError("masking changed the message structure")  # cannot happen: replacements have no NUL
         for i in {i for i, _c in counts}:
-            strings.put(i, new_texts[i])
+            text = new_texts[i].replace(sentinel, "\x00") if sentinel else new_texts[i]
+            strings.put(i, text)
         return Result([{"class": c, "path": path_text(strings.path(i)), "count": n} for (i, c), n in counts.items()])
 
-    def _mask_one_by_one(self, strings: Strings, plan: Plan, session: str | None) -> Result:
-        """Strings that themselves contain NUL cannot share a NUL-joined buffer: mask the pieces between NULs."""
-        masked: list[dict[str, Any]] = []
-        for i, text in enumerate(strings.texts):
-            parts = text.split("\x00")
-            sub = Strings()
-            for j, p in enumerate(parts):
-                if p:
-                    sub.add(parts, j, p, strings.path(i), None)
-            res = self._mask_strings(sub, plan, session) if len(sub) else Result([])
-            if res.changed:
-                strings.put(i, "\x00".join(parts))
-                masked.extend(res.masked)
-        return Result(masked)
+
+def _sentinel(texts: list[str]) -> str:
+    """A control character (no rule's value may contain one) or else a private-use character, in none of the
+    strings."""
+    for cp in (*range(0x01, 0x09), *range(0x0E, 0x20), *range(0xE000, 0xF900)):
+        ch = chr(cp)
+        if not any(ch in t for t in texts):
+            return ch
+    raise MaskingError("the message uses every private-use character")
 
 
-def _propagate(data: bytes, found: list[tuple[int, int, str]]) -> list[tuple[int, int, str]]:
-    """Every value found is masked wherever else it occurs too (also JSON-escaped, as in a text twin)."""
+def _twins(result: Any) -> list[tuple[dict[str, Any], bool]]:
+    """The text items of a tool result that are the JSON twin of its ``structuredContent`` (and whether pretty)."""
+    if not isinstance(result, dict) or "structuredContent" not in result:
+        return []
+    content = result.get("content")
+    if not isinstance(content, list):
+        return []
+    sc = result["structuredContent"]
+    out = []
+    for item in content:
+        if isinstance(item, dict) and item.get("type") == "text" and isinstance(item.get("text"), str):
+            try:
+                if orjson.loads(item["text"]) == sc:
+                    out.append((item, "\n" in item["text"]))
+            except orjson.JSONDecodeError:
+                continue
+    return out
+
+
+# classes found by where they sit (a key name, an assignment, a URI's userinfo, a header) rather than by their own
+# shape: the same value elsewhere, without that context, would not be found again, so it is replaced everywhere
+CONTEXT_FOUND = frozenset(
+    {"password_assignment", "high_entropy_secret", "aws_secret_access_key", "uri_credentials", "http_auth"}
+)
+MAX_LITERALS = 1000
+
+
+def _propagate(data: bytes, found: list[tuple[int, int, str]], budget: Budget) -> list[tuple[int, int, str]]:
+    """A value found by its context is masked wherever else it occurs too (also JSON-escaped)."""
     literals: dict[bytes, str] = {}
     for s, e, cls in found:
         lit = data[s:e]
-        if len(lit) >= MIN_PROPAGATE:
+        if len(lit) >= MIN_PROPAGATE and (cls in CONTEXT_FOUND or cls not in CLASSES):
             literals.setdefault(lit, cls)
             if b'"' in lit or b"\\" in lit or b"\n" in lit or b"\t" in lit or b"\r" in lit:
                 literals.setdefault(orjson.dumps(lit.decode("utf-8", "surrogatepass"))[1:-1], cls)
+    if len(literals) > MAX_LITERALS:
+        raise MaskingError(f"more than {MAX_LITERALS} distinct context-found values in one message")
     extra: list[tuple[int, int, str]] = []
     for lit, cls in literals.items():
+        budget.spend()
         pos = data.find(lit)
         while pos >= 0:
             end = pos + len(lit)

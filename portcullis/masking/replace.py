@@ -14,6 +14,7 @@ import hmac
 from portcullis.masking.classes import CLASSES
 
 MODES = ("label", "partial", "pseudonym")
+NO_TAIL = frozenset({"password_assignment", "uri_credentials", "high_entropy_secret", "http_auth"})
 
 
 def label(cls: str) -> bytes:
@@ -46,7 +47,10 @@ def partial(cls: str, value: bytes) -> bytes:
         return masked
     if cls == "email":
         at = value.rfind(b"@")
-        return value[:1] + b"***" + value[at:] if at > 0 else label(cls)
+        first = value.decode("utf-8", "replace")[:1].encode()  # one character, not one byte of one
+        return first + b"***" + value[at:] if at > 0 else label(cls)
+    if cls in NO_TAIL:
+        return label(cls)  # a password's last characters are part of what little entropy it has
     info = CLASSES.get(cls)
     hint = b""
     if info is not None:
@@ -56,7 +60,8 @@ def partial(cls: str, value: bytes) -> bytes:
                 hint = p
                 break
     if len(value) >= 16:
-        return b"[REDACTED:" + cls.encode() + b":" + hint + b"..." + value[-4:] + b"]"
+        tail = value.decode("utf-8", "replace")[-4:].encode()
+        return b"[REDACTED:" + cls.encode() + b" " + hint + b"..." + tail + b"]"
     return label(cls)
 
 
@@ -65,7 +70,7 @@ def pseudonym(cls: str, value: bytes, key: bytes) -> bytes:
     digest = hmac.new(key, cls.encode() + b"\x00" + value, hashlib.sha256).hexdigest()[:12].encode()
     if cls == "email":
         return b"user-" + digest + b"@masked.invalid"
-    return b"[" + cls.encode() + b":" + digest + b"]"
+    return b"[" + cls.encode() + b"#" + digest + b"]"  # not "class:digest", which reads like an assignment
 
 
 def replacement(mode: str, cls: str, value: bytes, key: bytes) -> bytes:

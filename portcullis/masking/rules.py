@@ -105,7 +105,7 @@ def value_ok(cls: str, value: bytes, quoted: bool) -> int:
 
 def _assignment(data: bytes, spans: Spans) -> list[tuple[int, int, str]]:
     ks, ke = spans[1]
-    cls = key_class(data[ks:ke].decode("ascii"))  # the key pattern is ASCII only
+    cls = key_class(data[ks:ke].decode("utf-8", "replace"))  # (?i) folds the long s and the Kelvin sign: not only ASCII
     if cls is None:
         return []
     for g, quoted in ((2, True), (3, True), (4, False)):

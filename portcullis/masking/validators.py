@@ -63,6 +63,22 @@ _CARD_GROUPS = {(4, 4, 4, 4), (4, 6, 5), (4, 6, 4), (4, 4, 4, 4, 3), (4, 4, 4, 1
 
 
 def credit_card(value: bytes) -> int:
+    """A card number as written, or the longest leading part of it that is one (a candidate may run into the
+    next number: "4111 1111 1111 1111 12/27")."""
+    keep = _card(value)
+    if keep:
+        return keep
+    cut = len(value)
+    while True:
+        cut = max(value.rfind(b" ", 0, cut), value.rfind(b"-", 0, cut))
+        if cut <= 0:
+            return 0
+        keep = _card(value[:cut])
+        if keep:
+            return keep
+
+
+def _card(value: bytes) -> int:
     d = digits_of(value)
     if not 13 <= len(d) <= 19 or not luhn_ok(d) or not _card_brand_ok(d):
         return 0
@@ -196,7 +212,8 @@ _PLACEHOLDER = re.compile(
         \$\{\{.*\}\} | \$\{[^}]*\}? | \$[A-Za-z_][A-Za-z0-9_]* | \$\(.*\) | \{\{.*\}\} | \{%.*%\} | <[^>]*>
       | %\([A-Za-z_]*\)s | %s
       | __[A-Za-z0-9_]+__ | @[A-Za-z0-9_]+@ | %[A-Za-z0-9_]+% | \#\{[^}]*\}
-      | \[[A-Za-z _\-:]*\]? | \(?[A-Za-z _\-]*redacted[A-Za-z _\-]*\)?
+      | \[[A-Za-z _\-:]*\]? | \(?[A-Za-z _\-]{0,20}redacted[A-Za-z _\-]{0,20}\)?
+      | \[?REDACTED:[^\]]*\]? | \[?[a-z_]+\#[0-9a-f]{12}\]?
       | [*•xX#.…_\-]+ | ~
       | null | none | nil | undefined | true | false | yes | no | on | off | empty | required | optional | n/?a
       | string | str | bool | int | bytes | secret[_\-]?str | secretstr | any | object | default
@@ -214,11 +231,13 @@ _REFERENCE = re.compile(
     r"ctx|context|request|req|args|kwargs|values|Values|data|creds|credentials|keyring|vault|System|Environment)"
     r"(?:\.[A-Za-z_][A-Za-z0-9_]*|\[[^\]]*\])+$|^[A-Za-z_][A-Za-z0-9_.]*\(.*|^[A-Z][A-Z0-9_]*\.[A-Z][A-Z0-9_]*$"
 )
-_PUBLIC = (b"pk_live_", b"pk_test_")  # Stripe publishable keys are meant to be public
+_PUBLIC = (b"pk_live_", b"pk_test_")
+MAX_PLACEHOLDER = 200  # Stripe publishable keys are meant to be public
 
 
 def placeholder(value: str) -> bool:
-    return bool(_PLACEHOLDER.match(value))
+    # placeholders are short; the length check also keeps the (backtracking) pattern off long values
+    return len(value) <= MAX_PLACEHOLDER and bool(_PLACEHOLDER.match(value))
 
 
 def assigned_secret(value: bytes, quoted: bool) -> int:
@@ -282,6 +301,8 @@ def email(value: bytes) -> int:
     if not local or local[0] == 46 or local[-1] == 46 or b".." in local:
         return 0
     labels = domain.split(b".")
+    if domain == b"masked.invalid":
+        return 0  # one of our own pseudonyms: masking twice must change nothing
     if len(labels) == 2 and labels[1].lower() in _FILE_TLDS:
         return 0  # icon@2x.png, module@1x.js
     return len(value)

@@ -24,25 +24,11 @@ from portcullis.masking.engine import MaskingError
 from portcullis.masking.rules import KEY_CLASS, key_class
 
 _UNKNOWN = "?"  # not a class name: "this key has not been classified yet"
+MIN_NUMBER = 1_000_000  # integers with 7+ digits are walked as text (cards, phones, SSNs sent as JSON numbers)
 
-SKIP_KEYS = frozenset(
-    {
-        "_meta",
-        "progressToken",
-        "cursor",
-        "nextCursor",
-        "requestState",
-        "taskId",
-        "protocolVersion",
-        "mimeType",
-        "type",
-        "role",
-        "jsonrpc",
-        "inputSchema",
-        "outputSchema",
-        "requestedSchema",
-    }
-)
+# opaque protocol values that must reach the client unchanged (ids and tokens the protocol hands back later); every
+# other string — in _meta, schemas, structuredContent, error data — is walked
+SKIP_KEYS = frozenset({"jsonrpc", "progressToken", "cursor", "nextCursor", "requestState", "taskId", "protocolVersion"})
 TEXT_MIME_PREFIXES = ("text/",)
 TEXT_MIME_EXACT = frozenset(
     {
@@ -79,7 +65,7 @@ class Strings:
     key-like keys; ``blobs`` maps ``i`` to the encoding of a base64 text blob to re-encode on the way back.
     """
 
-    __slots__ = ("blobs", "ctx", "keys", "parents", "paths", "texts")
+    __slots__ = ("blobs", "ctx", "keys", "numbers", "parents", "paths", "texts")
     # ctx: (index, class) of the strings under a password- or key-like object key, found during the walk
 
     def __init__(self) -> None:
@@ -89,6 +75,7 @@ class Strings:
         self.paths: list[tuple[str | int, ...]] = []
         self.ctx: list[tuple[int, str]] = []
         self.blobs: dict[int, str] = {}
+        self.numbers: set[int] = set()  # integers walked as their digits (a card or phone number sent as a number)
 
     def add(self, parent: Any, key: Any, text: str, path: tuple[str | int, ...], ctx: str | None) -> None:
         if ctx is not None:
@@ -109,6 +96,7 @@ class Strings:
         return (*self.paths[i], self.keys[i])
 
     def put(self, i: int, text: str) -> None:
+        """Write string ``i`` back. A masked number becomes the masking label (a string): leaking it is worse."""
         enc = self.blobs.get(i)
         self.parents[i][self.keys[i]] = base64.b64encode(text.encode(enc)).decode("ascii") if enc else text
 
@@ -147,6 +135,9 @@ def collect(root: Any, base: tuple[str | int, ...], max_depth: int, out: Strings
                     paths.append(path)
                 elif (t is dict or t is list) and k not in skip:
                     stack.append((v, (*path, k), depth + 1))
+                elif t is int and (v >= MIN_NUMBER or v <= -MIN_NUMBER):
+                    out.numbers.add(len(texts))
+                    add(node, k, str(v), path, None)
         else:
             for i, v in enumerate(node):
                 t = type(v)
@@ -155,29 +146,46 @@ def collect(root: Any, base: tuple[str | int, ...], max_depth: int, out: Strings
                         add(node, i, v, path, None)
                 elif t is dict or t is list:
                     stack.append((v, (*path, i), depth + 1))
+                elif t is int and (v >= MIN_NUMBER or v <= -MIN_NUMBER):
+                    out.numbers.add(len(texts))
+                    add(node, i, str(v), path, None)
     return out
 
 
 def _special(out: Strings, node: dict[str, Any], key: str, value: str, path: tuple[str | int, ...]) -> None:
-    """``data`` of image/audio content is binary; ``blob`` is walked only when its MIME type says text."""
+    """``data`` of image/audio content is binary; ``blob`` is binary when its MIME type says so, decoded text when
+    its MIME type is text-like (in its ``charset``), and an ordinary string where there is no MIME type at all."""
     if key == "data":
         if node.get("type") not in ("image", "audio"):
             out.add(node, key, value, path, key)
         return
-    if not text_like(node.get("mimeType")):
+    mime = node.get("mimeType")
+    if mime is None:
+        out.add(node, key, value, path, key)
+        return
+    if not text_like(mime):
         return
     try:
-        data = base64.b64decode(value, validate=True)
+        data = base64.b64decode(value, validate=False)
     except (binascii.Error, ValueError):
         raise MaskingError("a text resource blob is not valid base64") from None
     if not data:
         return
+    enc = _charset(mime)
     try:
-        text, enc = data.decode("utf-8"), "utf-8"
-    except UnicodeDecodeError:
-        text, enc = data.decode("latin-1"), "latin-1"
+        text = data.decode(enc)
+    except (UnicodeDecodeError, LookupError):
+        raise MaskingError(f"a text resource blob is not valid {enc}") from None
     out.blobs[len(out)] = enc
     out.add(node, key, text, path, None)
+
+
+def _charset(mime: str) -> str:
+    for part in mime.split(";")[1:]:
+        name, _, val = part.strip().partition("=")
+        if name.strip().lower() == "charset" and val.strip():
+            return val.strip().strip('"').lower()
+    return "utf-8"
 
 
 def path_text(path: tuple[str | int, ...]) -> str:

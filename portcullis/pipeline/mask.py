@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 import re2  # type: ignore[import-untyped]
@@ -64,7 +65,7 @@ class MaskStage(Stage):
         body = msg.body
         original = msg.raw
         try:
-            result = self.masker.mask(body, part, plan, flow.session_id)
+            result = self.masker.mask(body, part, plan, flow.session_id, caller.key if caller is not None else None)
         except MaskingError as exc:
             if msg is flow.response:  # the client gets a precise error instead of the response; nothing leaks
                 flow.fail(errors.STAGE_FAILED, f"Response blocked: it could not be masked ({exc})", by=self.name)
@@ -87,13 +88,11 @@ def build_masker(cfg: MaskingConfig) -> Masker | None:
     if not cfg.enabled:
         log.warning("masking is DISABLED (masking.enabled: false): responses reach clients unmasked")
         return None
-    custom_names = frozenset(r.name for r in cfg.rules)
+    kinds = {r.name: r.kind for r in cfg.rules}
     custom = tuple(_custom_rule(r.name, r.pattern, r.validator) for r in cfg.rules)
-    base = _profile(cfg, None, custom_names)
-    servers = {name: _profile(p, base, custom_names) for name, p in cfg.servers.items()}
-    overrides = [
-        Override(frozenset(o.groups), frozenset(o.servers), _profile(o, base, custom_names)) for o in cfg.overrides
-    ]
+    base = _profile(cfg, None, kinds)
+    servers = {name: _profile(p, base, kinds) for name, p in cfg.servers.items()}
+    overrides = [Override(frozenset(o.groups), frozenset(o.servers), _profile(o, base, kinds)) for o in cfg.overrides]
     key = b""
     if cfg.pseudonym_key_env:
         value = os.environ.get(cfg.pseudonym_key_env)
@@ -113,14 +112,15 @@ def build_sealer(cfg: MaskingConfig) -> Sealer | None:
     return Sealer.from_pem(Path(cfg.forensic.public_key_file).read_bytes())
 
 
-def _profile(p: MaskProfileConfig, base: Profile | None, custom: frozenset[str]) -> Profile:
+def _profile(p: MaskProfileConfig, base: Profile | None, kinds: Mapping[str, str]) -> Profile:
+    custom = frozenset(kinds)
     if p.classes is not None:
-        classes = expand(p.classes, custom)
+        classes = expand(p.classes, custom, kinds)
     elif base is not None:
         classes = base.classes
     else:
         classes = DEFAULT_ON | custom
-    classes -= expand(p.exclude, custom)
+    classes -= expand(p.exclude, custom, kinds)
     modes: dict[str, str] = dict(base.modes) if base is not None else {}
     modes.update(p.modes)
     unmasked: dict[str, frozenset[str]] = dict(base.unmasked_for) if base is not None else {}

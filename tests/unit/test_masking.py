@@ -36,22 +36,38 @@ def mask(m: Masker, body: dict[str, Any], part: str = "result", groups: frozense
 
 
 def test_structured_content_and_its_text_twin_mask_the_same_way() -> None:
-    rows = {"rows": [{"email": "ann@example.com", "password": "correct-Horse-9", "note": f"token {GH}"}]}
+    rows = {
+        "rows": [
+            {"email": "ann@example.com", "password": "correct-Horse-9", "note": f"token {GH}", "card": 4539148803436467}
+        ]
+    }
     body = {"result": {"content": [{"type": "text", "text": orjson.dumps(rows).decode()}], "structuredContent": rows}}
     res = mask(masker(), body)
     twin = orjson.loads(body["result"]["content"][0]["text"])
-    assert twin == body["result"]["structuredContent"]
+    assert twin == body["result"]["structuredContent"]  # the twin is written again from the masked structure
     row = twin["rows"][0]
     assert row == {
         "email": "[REDACTED:email]",
         "password": "[REDACTED:password_assignment]",
         "note": "token [REDACTED:github_token]",
+        "card": "[REDACTED:credit_card]",  # a card sent as a JSON number is masked too (as a string)
     }
     assert {(m["class"], m["path"]) for m in res.masked} >= {
         ("email", "result.structuredContent.rows[0].email"),
         ("password_assignment", "result.structuredContent.rows[0].password"),
-        ("github_token", "result.content[0].text"),
+        ("github_token", "result.structuredContent.rows[0].note"),
+        ("credit_card", "result.structuredContent.rows[0].card"),
     }
+
+
+def test_a_twin_serialised_another_way_still_matches() -> None:
+    import json
+
+    sc = {"signing_key": "Zx8Qw2Er6Ty0Ui4\u00d6!pAsDf9", "path": "a/b"}
+    body = {"result": {"content": [{"type": "text", "text": json.dumps(sc, indent=2)}], "structuredContent": sc}}
+    mask(masker(), body)
+    text = body["result"]["content"][0]["text"]
+    assert "Zx8Qw2" not in text and json.loads(text) == body["result"]["structuredContent"]
 
 
 def test_a_value_found_once_is_masked_wherever_else_it_appears() -> None:
@@ -67,10 +83,10 @@ def test_a_value_found_once_is_masked_wherever_else_it_appears() -> None:
     ]
 
 
-def test_protocol_plumbing_and_binary_are_left_alone() -> None:
+def test_protocol_ids_and_binary_are_left_alone_everything_else_is_walked() -> None:
     body = {
         "result": {
-            "_meta": {"note": "ann@example.com"},
+            "_meta": {"note": "ann@example.com", "progressToken": "ann@example.com"},
             "content": [
                 {"type": "image", "data": "ann@example.com", "mimeType": "image/png"},
                 {
@@ -84,11 +100,18 @@ def test_protocol_plumbing_and_binary_are_left_alone() -> None:
             ],
             "nextCursor": "ann@example.com",
             "tools": [{"name": "t", "inputSchema": {"examples": ["ann@example.com"]}}],
+            "structured": {"type": GH, "blob": "password=Hunter2Secret!"},
         }
     }
-    before = orjson.dumps(body)
-    assert not mask(masker(), body).changed
-    assert orjson.dumps(body) == before
+    mask(masker(), body)
+    r = body["result"]
+    assert r["_meta"] == {"note": "[REDACTED:email]", "progressToken": "ann@example.com"}
+    assert (
+        r["content"][0]["data"] == "ann@example.com" and r["content"][1]["resource"]["blob"] == "YW5uQGV4YW1wbGUuY29t"
+    )
+    assert r["nextCursor"] == "ann@example.com"
+    assert r["tools"][0]["inputSchema"]["examples"] == ["[REDACTED:email]"]
+    assert r["structured"] == {"type": "[REDACTED:github_token]", "blob": "password=[REDACTED:password_assignment]"}
 
 
 def test_text_blobs_are_decoded_masked_and_re_encoded() -> None:
@@ -114,7 +137,7 @@ def test_modes_partial_and_pseudonym() -> None:
     r = body["result"]
     assert r["a"] == "**** **** **** 6467"
     assert r["b"] == r["c"] and r["b"].startswith("user-") and r["b"].endswith("@masked.invalid")
-    assert r["d"] == f"[REDACTED:github_token:ghp_...{GH[-4:]}]"
+    assert r["d"] == f"[REDACTED:github_token ghp_...{GH[-4:]}]"
     other = {"result": {"b": "ann@example.com"}}
     m.mask(other, "result", m.plan("srv", frozenset()), "session-2")
     assert other["result"]["b"] != r["b"]  # keyed per session
@@ -262,3 +285,59 @@ def test_a_card_or_address_at_the_very_end_of_a_message_is_masked(tail: str) -> 
     assert body["result"]["t"] == f"card [REDACTED:credit_card]{tail}"
     ip = default_detector(include=("ip_address",)).find(f"from 10.1.2.3{tail}")
     assert [f.cls for f in ip] == ["ip_address"]
+
+
+def test_review_findings_stay_fixed() -> None:
+    """Each case a review found: a card before another number, NUL next to a password key, a UTF-16 blob, a
+    case-folded key, partial hints on non-ASCII text, masking twice, and a long 'redacted' value (was quadratic)."""
+    import time
+
+    m = masker()
+    for text in (f"Card: {CARD} 12/27", f"card {CARD.replace(' ', '')} 123"):
+        body = {"result": {"t": text}}
+        mask(m, body)
+        assert CARD.replace(" ", "")[-8:] not in body["result"]["t"].replace(" ", ""), body
+    nul = {"result": {"structuredContent": {"password": "Tr0ub4dor&3xyz", "n": "a\x00b"}}}
+    mask(m, nul)
+    assert nul["result"]["structuredContent"] == {"password": "[REDACTED:password_assignment]", "n": "a\x00b"}
+    blob = base64.b64encode(f"token {GH}".encode("utf-16")).decode()
+    b16 = {"result": {"contents": [{"uri": "f", "mimeType": "text/plain; charset=utf-16", "blob": blob}]}}
+    mask(m, b16)
+    assert base64.b64decode(b16["result"]["contents"][0]["blob"]).decode("utf-16") == "token [REDACTED:github_token]"
+    folded = {"result": {"t": "pa\u017fsword=Hunter2Secret!"}}  # RE2's (?i) folds the long s into the key:
+    mask(m, folded)  # this used to raise UnicodeDecodeError (the message was blocked); now it is simply scanned
+    partial = masker(modes={"email": "partial", "password_assignment": "partial"})
+    p = {"result": {"t": "contact émile@example.com password=パスワードは秘密です日本"}}
+    mask(partial, p)
+    assert p["result"]["t"] == "contact é***@example.com password=[REDACTED:password_assignment]"
+    for mode in ("label", "partial", "pseudonym"):
+        mm = masker(mode=mode)
+        once = {"result": {"t": f"password=Secret-Value-99 mail ann@example.com key {GH}"}}
+        mask(mm, once)
+        twice = {"result": {"t": once["result"]["t"]}}
+        mask(mm, twice)
+        assert twice["result"]["t"] == once["result"]["t"], mode
+    started = time.monotonic()
+    mask(m, {"result": {"structuredContent": {"password": "redacted" * 12_000 + "!"}}})
+    assert time.monotonic() - started < 2.0
+
+
+def test_config_catches_what_would_fail_at_start() -> None:
+    found = " ".join(problems("masking: {phone_region: UK, pseudonym_key_env: PCL_NOT_SET_ANYWHERE}\n"))
+    assert "'UK' is not a region" in found and "PCL_NOT_SET_ANYWHERE is not set" in found
+    found = " ".join(problems("masking: {forensic: {public_key_file: /nonexistent/forensic.pub}}\n"))
+    assert "masking.forensic.public_key_file" in found and "cannot read it" in found
+    found = " ".join(problems("masking: {rules: [{name: pii, pattern: 'x*'}]}\n"))
+    assert "built-in name" in found and "matches the empty string" in found
+
+
+def test_a_custom_rule_of_a_kind_comes_with_that_kind() -> None:
+    m = build_masker(
+        MaskingConfig.model_validate(
+            {"classes": ["pii"], "rules": [{"name": "employee_id", "pattern": "EMP-[0-9]{6}", "kind": "pii"}]}
+        )
+    )
+    assert m is not None
+    body = {"result": {"t": "EMP-123456 and ann@example.com"}}
+    m.mask(body, "result", m.plan("s", frozenset()), "x")
+    assert body["result"]["t"] == "[REDACTED:employee_id] and [REDACTED:email]"
