@@ -181,6 +181,26 @@ class RecordingConfig(_Strict):
     )
 
 
+class WebhookConfig(_Strict):
+    url: str = Field(
+        description="where approval notifications are POSTed, or env:VARIABLE holding it (a Slack webhook URL is "
+        "a secret)"
+    )
+    format: Literal["json", "slack"] = "json"
+    headers_from_env: dict[str, str] = Field(
+        default_factory=dict, description="header -> environment variable holding its value (e.g. an auth header)"
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if v.startswith("env:"):
+            return v
+        if not re.match(r"^https?://", v):
+            raise ValueError("expected an http:// or https:// URL, or env:VARIABLE holding one")
+        return v
+
+
 class ApprovalsConfig(_Strict):
     ttl: float = Field(default=3600.0, gt=0, description="seconds a pending approval request stays decidable")
     release_window: float = Field(
@@ -197,6 +217,11 @@ class ApprovalsConfig(_Strict):
     poll_interval: float = Field(
         default=0.5, gt=0, description="seconds between store checks while waiting (decisions made on other replicas)"
     )
+    webhooks: list[WebhookConfig] = Field(
+        default_factory=list, description="notified when a request is opened, approved or denied (with retries)"
+    )
+    webhook_attempts: int = Field(default=5, ge=1, le=20)
+    webhook_backoff: float = Field(default=0.5, gt=0, le=60, description="seconds before the first retry (doubles)")
     break_glass_groups: list[str] = Field(
         default_factory=list,
         description="members may proceed without approval by sending Portcullis-Break-Glass: <reason>; the call "

@@ -88,6 +88,8 @@ class AdminApi:
             raise _error(exc.status, exc.message) from None
         if row["state"] != "pending":
             self.gw.approval_decided(approval_id)
+            if decision != "review":
+                self.gw.notify_approval(row["state"], row)
         verb = {"approve": "approved", "deny": "denied", "review": "reviewed"}[decision]
         self.gw.record_event(
             row["server"],

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -15,6 +16,7 @@ from sqlalchemy import Engine
 from portcullis import errors
 from portcullis.approvals.book import ApprovalBook
 from portcullis.approvals.model import APPROVED, DENIED, PENDING, Hold
+from portcullis.approvals.notify import Notifier, WebhookTarget
 from portcullis.config.model import Config, MaskingConfig, ServerConfig
 from portcullis.errors import StoreError, UpstreamError
 from portcullis.flow import Flow, Outcome, Record
@@ -38,6 +40,19 @@ from portcullis.upstream.sse import LegacySseSession
 from portcullis.upstream.stdio import StdioSession
 
 log = logging.getLogger("portcullis.gateway")
+
+
+def build_notifier(config: Config, on_result: Callable[[str, str, bool, str], None]) -> Notifier:
+    a = config.approvals
+    targets = []
+    for w in a.webhooks:
+        url = os.environ.get(w.url[4:], "") if w.url.startswith("env:") else w.url
+        if not url:
+            raise ValueError(f"approvals.webhooks: environment variable {w.url[4:]} is not set")
+        headers = {h: os.environ.get(env, "") for h, env in w.headers_from_env.items()}
+        targets.append(WebhookTarget(url, w.format, headers))
+    return Notifier(targets, attempts=a.webhook_attempts, backoff=a.webhook_backoff, on_result=on_result)
+
 
 JUSTIFICATION_HEADER = "Portcullis-Justification"
 BREAK_GLASS_HEADER = "Portcullis-Break-Glass"
@@ -84,6 +99,8 @@ class Gateway:
         a = config.approvals
         self.approvals = ApprovalBook(engine, a.ttl, a.release_window, a.required)
         self._decisions: dict[str, asyncio.Event] = {}  # approval id -> set when it is decided (in this process)
+        self.notifier = build_notifier(config, self._notified) if a.webhooks else None
+        self._notify_where: dict[str, tuple[str, str | None]] = {}  # approval id -> (server, session) for the record
         self.durable = config.recording.durability == "commit"
         self.http: aiohttp.ClientSession | None = None
         self.h1: h1.Pool | None = None
@@ -101,6 +118,8 @@ class Gateway:
 
     async def start(self) -> None:
         self.writer.start(asyncio.get_running_loop())
+        if self.notifier is not None:
+            await self.notifier.start()
         self.http = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=60, enable_cleanup_closed=True),
             auto_decompress=False,
@@ -130,6 +149,8 @@ class Gateway:
 
     async def stop(self) -> None:
         self.draining = True
+        if self.notifier is not None:
+            await self.notifier.close(grace=2.0)
         if self._reaper is not None:
             self._reaper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -316,6 +337,7 @@ class Gateway:
                 "approval_requested",
                 f"{req['id']}: {hold.method} {hold.target} by rule {hold.rule}, approvers {list(hold.approvers)}",
             )
+            self.notify_approval("requested", {**req, "approvers": list(hold.approvers)})
         if req["state"] == PENDING and self.config.approvals.wait > 0:
             try:
                 decided = await self._await_decision(req["id"])
@@ -369,6 +391,20 @@ class Gateway:
             flow.server, flow.session_id, "approval_released", f"{approval_id}: {hold.method} {hold.target}"
         )
         return self.pipeline.resume_request(flow, seen)
+
+    def notify_approval(self, event: str, approval: dict[str, Any]) -> None:
+        """Tell the configured webhooks (never blocks; delivery and retries run in the background)."""
+        if self.notifier is None:
+            return
+        if len(self._notify_where) > 10_000:
+            self._notify_where.clear()
+        self._notify_where[approval["id"]] = (approval["server"], approval.get("session_id"))
+        self.notifier.notify(event, approval, f"{self.public_base}/admin/approvals/{approval['id']}")
+
+    def _notified(self, approval_id: str, where: str, delivered: bool, detail: str) -> None:
+        server, session = self._notify_where.get(approval_id, ("-", None))
+        kind = "approval_notified" if delivered else "approval_notify_failed"
+        self.record_event(server, session, kind, f"{approval_id} -> {where}: {detail}")
 
     def approval_decided(self, approval_id: str) -> None:
         """The admin API decided a request: wake the caller waiting for it in this process, if any."""

@@ -12,7 +12,9 @@ import asyncio
 import json
 import subprocess
 import sys
+import threading
 from collections.abc import AsyncIterator, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -268,9 +270,56 @@ async def test_a_pending_request_survives_a_restart(
         gw.proc.stop(timeout=10)
 
 
+class Receiver:
+    """A webhook receiver (stdlib HTTP server in a thread) that fails the first delivery of each message (per path,
+    event and approval), then accepts the retry."""
+
+    def __init__(self) -> None:
+        self.bodies: list[tuple[str, dict[str, Any]]] = []
+        self.failed: set[tuple[str, str]] = set()
+        self.lock = threading.Lock()
+        rx = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                msg = json.loads(body)
+                key = (self.path, json.dumps(msg.get("event")) + json.dumps(msg.get("text", msg.get("approval"))))
+                with rx.lock:
+                    first = key not in rx.failed
+                    rx.failed.add(key)
+                    if not first:
+                        rx.bodies.append((self.path, msg))
+                self.send_response(500 if first else 200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def got(self, path: str) -> list[dict[str, Any]]:
+        with self.lock:
+            return [b for p, b in self.bodies if p == path]
+
+
+@pytest.fixture(scope="module")
+def receiver() -> Iterator[Receiver]:
+    r = Receiver()
+    try:
+        yield r
+    finally:
+        r.server.shutdown()
+        r.server.server_close()
+
+
 @pytest.fixture(scope="module")
 def waiting_gateway(
-    op: OidcProvider, faulty: ManagedProcess, tmp_path_factory: pytest.TempPathFactory
+    op: OidcProvider, faulty: ManagedProcess, receiver: Receiver, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[RunningGateway]:
     tmp = tmp_path_factory.mktemp("gw-wait")
     policy = tmp / "policy.yaml"
@@ -280,7 +329,13 @@ def waiting_gateway(
         {"faulty": {"url": faulty.ready_value}},
         auth={"mode": "oidc", "issuers": [{"issuer": op.issuer}]},
         policy={"file": str(policy)},
-        approvals={"wait": 20, "poll_interval": 5, "break_glass_groups": ["oncall"]},
+        approvals={
+            "wait": 20,
+            "poll_interval": 5,
+            "break_glass_groups": ["oncall"],
+            "webhooks": [{"url": f"{receiver.url}/hook"}, {"url": f"{receiver.url}/slack/T1/B2/x", "format": "slack"}],
+            "webhook_backoff": 0.05,
+        },
     )
     gw = start_gateway(path, store)
     try:
@@ -395,3 +450,55 @@ async def test_break_glass_goes_through_with_a_reason_and_awaits_review(
         return {"approval_break_glass", "approval_reviewed"} <= kinds
 
     await eventually(recorded, what="break-glass and review events in the record")
+
+
+async def test_webhooks_are_told_with_retries_and_without_arguments(
+    waiting_gateway: RunningGateway,
+    receiver: Receiver,
+    op: OidcProvider,
+    http: aiohttp.ClientSession,
+) -> None:
+    gw = waiting_gateway
+    secret = "sk_live_" + "9f" * 14
+    alice = await mcp(http, gw, op, "alice")
+    args = {"marker": "hooked", "api_key": secret}
+    digest = args_digest(args)
+    call = asyncio.ensure_future(alice.call(args))
+    try:
+        await eventually(
+            lambda: any(b["approval"]["args_digest"] == digest for b in receiver.got("/hook")),
+            within=15,
+            what="the requested notification (after one failed delivery)",
+        )
+        (requested,) = [b for b in receiver.got("/hook") if b["approval"]["args_digest"] == digest]
+        assert requested["event"] == "requested"
+        req = requested["approval"]["id"]
+        assert requested["url"].endswith(f"/admin/approvals/{req}") and requested["approval"]["approvers"] == ["eng"]
+        assert (await admin(http, gw, op, "bob", "POST", f"/{req}/approve"))[0] == 200
+        assert "result" in await asyncio.wait_for(call, timeout=15)
+    finally:
+        call.cancel()
+    await eventually(
+        lambda: any(b["event"] == "approved" and b["approval"]["id"] == req for b in receiver.got("/hook")),
+        within=15,
+        what="the approved notification",
+    )
+    await eventually(
+        lambda: any(req in m["text"] for m in receiver.got("/slack/T1/B2/x")), within=15, what="the Slack message"
+    )
+    slack = [m for m in receiver.got("/slack/T1/B2/x") if req in m["text"]]
+    assert isinstance(slack[0]["blocks"], list) and slack[0]["blocks"]
+    everything = json.dumps(receiver.bodies)
+    assert secret not in everything and "api_key" not in everything  # the arguments never leave (only their digest)
+
+    def recorded() -> bool:
+        return any(
+            r["kind"] == "approval_notified" and req in (r["detail"] or "") and "after 2 attempts" in r["detail"]
+            for r in load_records(gw.store)
+        )
+
+    await eventually(recorded, within=15, what="delivery recorded with the retry")
+    assert not any(
+        receiver.url.split("//")[1] in (r["detail"] or "") and "/slack/" in (r["detail"] or "")
+        for r in load_records(gw.store)
+    )  # the record names the receiver's origin, never its path
