@@ -217,6 +217,11 @@ class ApprovalsConfig(_Strict):
     poll_interval: float = Field(
         default=0.5, gt=0, description="seconds between store checks while waiting (decisions made on other replicas)"
     )
+    progress_interval: float = Field(
+        default=5.0,
+        gt=0,
+        description="while a caller waits: seconds between progress notifications (when it gave a progress token)",
+    )
     webhooks: list[WebhookConfig] = Field(
         default_factory=list, description="notified when a request is opened, approved or denied (with retries)"
     )

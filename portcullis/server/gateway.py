@@ -7,7 +7,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import aiohttp
@@ -296,7 +296,12 @@ class Gateway:
 
     # --- the request walk, with held calls settled against the approval book -------------------------------
 
-    async def run_request(self, flow: Flow, headers: Mapping[str, str] | None = None) -> int:
+    async def run_request(
+        self,
+        flow: Flow,
+        headers: Mapping[str, str] | None = None,
+        progress: Callable[[int, str], Awaitable[None]] | None = None,
+    ) -> int:
         """The request stages; a held call is then settled: released by its approval (once), by a live grant, or
         by a break-glass caller with a reason; else answered with the approval request to decide (after waiting,
         bounded, for the decision when ``approvals.wait`` is set). Returns how many stages saw the request."""
@@ -340,7 +345,7 @@ class Gateway:
             self.notify_approval("requested", {**req, "approvers": list(hold.approvers)})
         if req["state"] == PENDING and self.config.approvals.wait > 0:
             try:
-                decided = await self._await_decision(req["id"])
+                decided = await self._await_decision(req["id"], progress)
                 if decided == APPROVED:
                     released = await asyncio.to_thread(self.approvals.release, hold)
                     if released is not None:
@@ -412,18 +417,32 @@ class Gateway:
         if ev is not None:
             ev.set()
 
-    async def _await_decision(self, approval_id: str) -> str:
-        """Wait (bounded by ``approvals.wait``) until the request is decided; returns its state then."""
+    async def _await_decision(
+        self, approval_id: str, progress: Callable[[int, str], Awaitable[None]] | None = None
+    ) -> str:
+        """Wait (bounded by ``approvals.wait``) until the request is decided; returns its state then. With
+        ``progress``, says "awaiting approval" every ``progress_interval`` (the first time at once)."""
         cfg = self.config.approvals
+        loop = asyncio.get_running_loop()
         ev = self._decisions.setdefault(approval_id, asyncio.Event())
-        deadline = asyncio.get_running_loop().time() + cfg.wait
+        deadline = loop.time() + cfg.wait
+        next_progress = loop.time()
+        sent = 0
         try:
             while True:
-                left = deadline - asyncio.get_running_loop().time()
+                now = loop.time()
+                if progress is not None and now >= next_progress:
+                    sent += 1
+                    await progress(sent, f"awaiting approval {approval_id}")
+                    next_progress = now + cfg.progress_interval
+                left = deadline - now
                 if left <= 0:
                     return PENDING
+                step = min(left, cfg.poll_interval)
+                if progress is not None:
+                    step = min(step, max(next_progress - now, 0.001))
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(ev.wait(), timeout=min(left, cfg.poll_interval))
+                    await asyncio.wait_for(ev.wait(), timeout=step)
                 row = await asyncio.to_thread(self.approvals.get, approval_id)
                 if row is None:
                     return PENDING

@@ -328,6 +328,75 @@ class McpEndpoint:
 
     # --- relaying one client message ------------------------------------------------------------------------
 
+    def _hold_progress(
+        self,
+        request: web.Request,
+        server: str,
+        msg: Message,
+        session: GatewaySession | None,
+        early: list[Any],
+    ) -> Any:
+        """While a held call waits for its approval: progress notifications on an SSE response opened for them, when
+        the client gave a progress token and accepts a stream (session era)."""
+        meta = msg.params.get("_meta")
+        token = meta.get("progressToken") if isinstance(meta, dict) else None
+        if token is None or session is None or msg.kind is not Kind.REQUEST:
+            return None
+        if not accepts(request.headers.get("Accept"), "text/event-stream"):
+            return None
+
+        async def progress(n: int, text: str) -> None:
+            if not early:
+                resp = web.StreamResponse(status=200, headers=SSE_HEADERS)
+                await resp.prepare(request)
+                early.extend([resp, _ClientWriter(resp, session.new_stream())])
+            note = {
+                "jsonrpc": "2.0",
+                "method": "notifications/progress",
+                "params": {"progressToken": token, "progress": n, "message": text},
+            }
+            self.gw.record_event(server, session.id, "approval_progress", text)
+            await early[1].send(orjson.dumps(note))
+
+        return progress
+
+    async def _after_hold(
+        self,
+        request: web.Request,
+        server: str,
+        flow: Flow,
+        seen: int,
+        session: GatewaySession | None,
+        resp: web.StreamResponse,
+        writer: _ClientWriter,
+    ) -> web.StreamResponse:
+        """The rest of a held call whose progress already went out on an SSE stream: its answer, or — released —
+        the upstream's reply, on that same stream."""
+        gw = self.gw
+        try:
+            if flow.response is None:
+                await gw.record_request(flow.records)
+                try:
+                    reply = await self._send_upstream(request.headers, server, flow, session)
+                except UpstreamError as exc:
+                    flow.fail(exc.code, exc.message, by="upstream", outcome=Outcome.UPSTREAM_FAILED)
+                else:
+                    await _StreamJob(self, flow, seen, reply, session, False, writer).run(stop_at_cut=False)
+        except StoreError:
+            err = error_message(flow.request.id, errors.STORE_UNAVAILABLE, "Service Unavailable: store unavailable")
+            await writer.send(err.raw)
+        else:
+            if flow.answered_by is not None:  # still held, denied, or failed before the upstream: answer it here
+                gw.pipeline.run_response(flow, seen)
+                with contextlib.suppress(StoreError):
+                    await gw.commit(flow.records)
+                assert flow.response is not None
+                await writer.send(flow.response.raw)
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await resp.write_eof()
+        return resp
+
     async def _relay(
         self,
         request: web.Request,
@@ -343,7 +412,11 @@ class McpEndpoint:
             server, era, Direction.C2S, msg, session_id=session.id if session else None, protocol_version=version
         )
         flow.bind(request["caller"])
-        seen = await gw.run_request(flow, request.headers)
+        early: list[Any] = []  # [response, writer] once a held call's progress opened an SSE stream
+        progress = self._hold_progress(request, server, msg, session, early)
+        seen = await gw.run_request(flow, request.headers, progress)
+        if early:
+            return await self._after_hold(request, server, flow, seen, session, early[0], early[1])
         if flow.response is not None:  # a stage answered: the upstream never sees it
             if new and session is not None and session.channel is not None:
                 await session.channel.close()

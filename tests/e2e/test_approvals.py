@@ -502,3 +502,79 @@ async def test_webhooks_are_told_with_retries_and_without_arguments(
         receiver.url.split("//")[1] in (r["detail"] or "") and "/slack/" in (r["detail"] or "")
         for r in load_records(gw.store)
     )  # the record names the receiver's origin, never its path
+
+
+@pytest.fixture(scope="module")
+def short_wait_gateway(
+    op: OidcProvider, faulty: ManagedProcess, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningGateway]:
+    tmp = tmp_path_factory.mktemp("gw-short")
+    policy = tmp / "policy.yaml"
+    policy.write_text(POLICY)
+    path, store = write_config(
+        tmp,
+        {"faulty": {"url": faulty.ready_value}},
+        auth={"mode": "oidc", "issuers": [{"issuer": op.issuer}]},
+        policy={"file": str(policy)},
+        approvals={"wait": 1, "progress_interval": 0.2},
+    )
+    gw = start_gateway(path, store)
+    try:
+        yield gw
+    finally:
+        gw.proc.stop(timeout=10)
+
+
+async def stream_call(mcp_: Mcp, args: dict[str, Any], token: str) -> list[dict[str, Any]]:
+    """tools/call with a progress token; every message of the SSE answer, in order."""
+    mcp_.n += 1
+    h = {
+        "Content-Type": "application/json",
+        "Accept": ACCEPT,
+        "Authorization": f"Bearer {mcp_.token}",
+        "Mcp-Session-Id": mcp_.sid or "",
+        "MCP-Protocol-Version": "2025-11-25",
+    }
+    params = {"name": "ok", "arguments": args, "_meta": {"progressToken": token}}
+    body = {"jsonrpc": "2.0", "id": mcp_.n, "method": "tools/call", "params": params}
+    async with mcp_.http.post(mcp_.url, json=body, headers=h) as r:
+        assert r.headers["Content-Type"].startswith("text/event-stream")
+        raw = await r.read()
+    return [json.loads(line[6:]) for line in raw.split(b"\n") if line.startswith(b"data: ") and line[6:].strip()]
+
+
+async def test_a_waiting_caller_with_a_progress_token_hears_progress_then_the_result(
+    waiting_gateway: RunningGateway, op: OidcProvider, faulty: ManagedProcess, http: aiohttp.ClientSession
+) -> None:
+    gw = waiting_gateway
+    alice = await mcp(http, gw, op, "alice")
+    call = asyncio.ensure_future(stream_call(alice, {"marker": "progress"}, "tok-1"))
+    try:
+        req = await pending_for(http, gw, op, "progress")
+        assert (await admin(http, gw, op, "bob", "POST", f"/{req}/approve"))[0] == 200
+        messages = await asyncio.wait_for(call, timeout=15)
+    finally:
+        call.cancel()
+    progress = [m for m in messages if m.get("method") == "notifications/progress"]
+    assert progress and progress[0]["params"]["progressToken"] == "tok-1"
+    assert progress[0]["params"]["message"] == f"awaiting approval {req}"
+    assert "result" in messages[-1] and messages.index(progress[0]) < len(messages) - 1
+
+
+async def test_at_the_bound_the_waiting_caller_gets_the_error_naming_the_request(
+    short_wait_gateway: RunningGateway, op: OidcProvider, faulty: ManagedProcess, http: aiohttp.ClientSession
+) -> None:
+    gw = short_wait_gateway
+    before = await calls_received(http, faulty)
+    alice = await mcp(http, gw, op, "alice")
+    started = asyncio.get_running_loop().time()
+    messages = await asyncio.wait_for(stream_call(alice, {"marker": "bound"}, "tok-2"), timeout=15)
+    took = asyncio.get_running_loop().time() - started
+    progress = [m for m in messages if m.get("method") == "notifications/progress"]
+    assert len(progress) >= 3 and [p["params"]["progress"] for p in progress] == list(range(1, len(progress) + 1))
+    req = held_id(messages[-1])
+    assert 0.9 <= took < 5 and await calls_received(http, faulty) == before
+    # approved afterwards, the same call retried goes through once (also without a progress token)
+    assert (await admin(http, gw, op, "bob", "POST", f"/{req}/approve"))[0] == 200
+    assert "result" in await alice.call({"marker": "bound"})
+    assert await calls_received(http, faulty) == before + 1
