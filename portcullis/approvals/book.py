@@ -28,6 +28,7 @@ from portcullis.approvals.model import (
     PENDING,
     RELEASED,
     REVIEWED,
+    WITHDRAWN,
     Hold,
     covers,
     new_id,
@@ -109,6 +110,16 @@ class ApprovalBook:
                 if covers(patterns, hold.arguments):
                     return {str(k): v for k, v in row.items() if k != "requester_key"}
         return None
+
+    def withdraw(self, approval_id: str, now_ns: int | None = None) -> bool:
+        """The waiting caller cancelled: a pending request is withdrawn (nothing left to decide)."""
+        with self.engine.begin() as conn:
+            done = conn.execute(
+                update(approvals)
+                .where(and_(approvals.c.id == approval_id, approvals.c.state == PENDING))
+                .values(state=WITHDRAWN, decided_ns=now_ns or time.time_ns(), decided_by="withdrawn by the caller")
+            )
+            return done.rowcount == 1
 
     def break_glass(self, hold: Hold, reason: str, now_ns: int | None = None) -> dict[str, Any]:
         """The call goes through without approval (a break-glass caller, with a reason); it awaits review."""

@@ -8,7 +8,8 @@ States::
 
     pending ──approve (enough approvers)──▶ approved ──retried call──▶ released
        │  └─deny (anyone)──▶ denied         └─release window passed──▶ expired
-       └─expiry──▶ expired
+       ├─expiry──▶ expired
+       └─the waiting caller cancels──▶ withdrawn
     (no request) ──break-glass caller, with a reason──▶ break_glass ──an approver reviews──▶ reviewed
 
 An approval may also grant time-boxed access: the requester may make the same kind of call (server, method, target,
@@ -27,7 +28,8 @@ import orjson
 
 PENDING, APPROVED, DENIED, EXPIRED, RELEASED = "pending", "approved", "denied", "expired", "released"
 BREAK_GLASS, REVIEWED = "break_glass", "reviewed"  # went through without approval; then reviewed afterwards
-STATES = (PENDING, APPROVED, DENIED, EXPIRED, RELEASED, BREAK_GLASS, REVIEWED)
+WITHDRAWN = "withdrawn"  # the waiting caller cancelled the call
+STATES = (PENDING, APPROVED, DENIED, EXPIRED, RELEASED, BREAK_GLASS, REVIEWED, WITHDRAWN)
 
 
 def args_digest(arguments: Any) -> str:

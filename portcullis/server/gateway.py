@@ -15,7 +15,7 @@ from sqlalchemy import Engine
 
 from portcullis import errors
 from portcullis.approvals.book import ApprovalBook
-from portcullis.approvals.model import APPROVED, DENIED, PENDING, Hold
+from portcullis.approvals.model import APPROVED, DENIED, PENDING, WITHDRAWN, Hold
 from portcullis.approvals.notify import Notifier, WebhookTarget
 from portcullis.config.model import Config, MaskingConfig, ServerConfig
 from portcullis.errors import StoreError, UpstreamError
@@ -40,6 +40,20 @@ from portcullis.upstream.sse import LegacySseSession
 from portcullis.upstream.stdio import StdioSession
 
 log = logging.getLogger("portcullis.gateway")
+
+
+class Waiter:
+    """A held call's wait, as the edge sees it: ``cancel()`` (the client's notifications/cancelled) withdraws it."""
+
+    __slots__ = ("event", "withdrawn")
+
+    def __init__(self) -> None:
+        self.event = asyncio.Event()
+        self.withdrawn = False
+
+    def cancel(self) -> None:
+        self.withdrawn = True
+        self.event.set()
 
 
 def build_notifier(config: Config, on_result: Callable[[str, str, bool, str], None]) -> Notifier:
@@ -301,6 +315,7 @@ class Gateway:
         flow: Flow,
         headers: Mapping[str, str] | None = None,
         progress: Callable[[int, str], Awaitable[None]] | None = None,
+        waiter: Waiter | None = None,
     ) -> int:
         """The request stages; a held call is then settled: released by its approval (once), by a live grant, or
         by a break-glass caller with a reason; else answered with the approval request to decide (after waiting,
@@ -345,7 +360,18 @@ class Gateway:
             self.notify_approval("requested", {**req, "approvers": list(hold.approvers)})
         if req["state"] == PENDING and self.config.approvals.wait > 0:
             try:
-                decided = await self._await_decision(req["id"], progress)
+                decided = await self._await_decision(req["id"], progress, waiter)
+                if decided == WITHDRAWN:
+                    await asyncio.to_thread(self.approvals.withdraw, req["id"])
+                    self.record_event(flow.server, flow.session_id, "approval_withdrawn", f"{req['id']}: cancelled")
+                    flow.fail(
+                        HELD,
+                        f"Withdrawn: the call was cancelled while it waited for approval {req['id']}",
+                        by="authz",
+                        outcome=Outcome.DENIED,
+                        data={"approval": req["id"], "withdrawn": True},
+                    )
+                    return seen
                 if decided == APPROVED:
                     released = await asyncio.to_thread(self.approvals.release, hold)
                     if released is not None:
@@ -418,13 +444,19 @@ class Gateway:
             ev.set()
 
     async def _await_decision(
-        self, approval_id: str, progress: Callable[[int, str], Awaitable[None]] | None = None
+        self,
+        approval_id: str,
+        progress: Callable[[int, str], Awaitable[None]] | None = None,
+        waiter: Waiter | None = None,
     ) -> str:
         """Wait (bounded by ``approvals.wait``) until the request is decided; returns its state then. With
         ``progress``, says "awaiting approval" every ``progress_interval`` (the first time at once)."""
         cfg = self.config.approvals
         loop = asyncio.get_running_loop()
-        ev = self._decisions.setdefault(approval_id, asyncio.Event())
+        ev = waiter.event if waiter is not None else asyncio.Event()
+        ev = self._decisions.setdefault(approval_id, ev)
+        if waiter is not None and ev is not waiter.event:
+            ev = waiter.event  # another caller waits on the same request: this one is woken by its poll or its cancel
         deadline = loop.time() + cfg.wait
         next_progress = loop.time()
         sent = 0
@@ -443,6 +475,8 @@ class Gateway:
                     step = min(step, max(next_progress - now, 0.001))
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(ev.wait(), timeout=step)
+                if waiter is not None and waiter.withdrawn:
+                    return WITHDRAWN
                 row = await asyncio.to_thread(self.approvals.get, approval_id)
                 if row is None:
                     return PENDING
@@ -450,7 +484,8 @@ class Gateway:
                     return str(row["state"])
                 ev.clear()
         finally:
-            self._decisions.pop(approval_id, None)
+            if self._decisions.get(approval_id) is ev:
+                del self._decisions[approval_id]
 
     def record_event(
         self, server: str, session_id: str | None, kind: str, detail: str, payload: bytes | None = None

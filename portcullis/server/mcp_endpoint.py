@@ -23,7 +23,7 @@ from portcullis.flow import Direction, Flow, Outcome
 from portcullis.identity.edge import Caller, www_authenticate
 from portcullis.identity.tokens import AuthError
 from portcullis.pipeline.record import event_record
-from portcullis.server.gateway import Gateway
+from portcullis.server.gateway import Gateway, Waiter
 from portcullis.server.sessions import GatewaySession, StreamBuffer, mint_session_id
 from portcullis.server.translation import LocalReply, stateless_send
 from portcullis.upstream.http import HttpReply, Priming
@@ -414,7 +414,15 @@ class McpEndpoint:
         flow.bind(request["caller"])
         early: list[Any] = []  # [response, writer] once a held call's progress opened an SSE stream
         progress = self._hold_progress(request, server, msg, session, early)
-        seen = await gw.run_request(flow, request.headers, progress)
+        waiter = None
+        if session is not None and msg.kind is Kind.REQUEST:
+            waiter = Waiter()  # the client's notifications/cancelled for this id withdraws a waiting held call
+            session.inflight.setdefault(request_key(msg.id), waiter)
+        try:
+            seen = await gw.run_request(flow, request.headers, progress, waiter)
+        finally:
+            if waiter is not None and session is not None and session.inflight.get(request_key(msg.id)) is waiter:
+                del session.inflight[request_key(msg.id)]
         if early:
             return await self._after_hold(request, server, flow, seen, session, early[0], early[1])
         if flow.response is not None:  # a stage answered: the upstream never sees it

@@ -578,3 +578,33 @@ async def test_at_the_bound_the_waiting_caller_gets_the_error_naming_the_request
     assert (await admin(http, gw, op, "bob", "POST", f"/{req}/approve"))[0] == 200
     assert "result" in await alice.call({"marker": "bound"})
     assert await calls_received(http, faulty) == before + 1
+
+
+async def test_a_caller_who_cancels_while_waiting_withdraws_the_request(
+    waiting_gateway: RunningGateway, op: OidcProvider, faulty: ManagedProcess, http: aiohttp.ClientSession
+) -> None:
+    gw = waiting_gateway
+    alice = await mcp(http, gw, op, "alice")
+    before = await calls_received(http, faulty)
+    call = asyncio.ensure_future(alice.call({"marker": "cancel-me"}))
+    try:
+        req = await pending_for(http, gw, op, "cancel-me")
+        h = {
+            "Content-Type": "application/json",
+            "Accept": ACCEPT,
+            "Authorization": f"Bearer {alice.token}",
+            "Mcp-Session-Id": alice.sid or "",
+            "MCP-Protocol-Version": "2025-11-25",
+        }
+        note = {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": alice.n}}
+        async with http.post(alice.url, json=note, headers=h) as r:
+            assert r.status == 202
+        answer = await asyncio.wait_for(call, timeout=10)  # well before the 20 s wait
+    finally:
+        call.cancel()
+    assert answer["error"]["data"]["withdrawn"] is True, answer
+    _status, shown = await admin(http, gw, op, "bob", "GET", f"/{req}")
+    assert shown["state"] == "withdrawn"
+    status, body = await admin(http, gw, op, "bob", "POST", f"/{req}/approve")
+    assert status == 409 and "withdrawn" in body["error"]
+    assert await calls_received(http, faulty) == before
