@@ -146,7 +146,8 @@ class ApprovalBook:
             "rule": hold.rule,
             "policy_version": hold.policy_version,
             "approvers": orjson.dumps(list(hold.approvers)).decode(),
-            "required": self.required,
+            "required": hold.required or self.required,
+            "all_groups": 1 if hold.all_groups else 0,
             "session_id": hold.session_id,
             "decided_ns": None,
             "decided_by": None,
@@ -248,16 +249,15 @@ class ApprovalBook:
             groups = set(orjson.loads(row["approvers"]))
             if not groups & voter.groups:
                 raise ApprovalError(403, f"only members of {sorted(groups)} may decide this request")
-            approvers = {
-                r[0]
-                for r in conn.execute(
-                    select(approval_votes.c.voter_subject).where(
-                        and_(approval_votes.c.approval_id == approval_id, approval_votes.c.vote == "approve")
-                    )
+            votes = conn.execute(
+                select(approval_votes.c.voter_subject, approval_votes.c.voter_groups).where(
+                    and_(approval_votes.c.approval_id == approval_id, approval_votes.c.vote == "approve")
                 )
-            }
+            ).all()
+            approvers = {r[0] for r in votes}
             if decision == "approve" and voter.key in approvers:
                 raise ApprovalError(409, "you have already approved this request")
+            mine = sorted(groups & voter.groups)
             conn.execute(
                 insert(approval_votes).values(
                     approval_id=approval_id,
@@ -266,14 +266,19 @@ class ApprovalBook:
                     vote=decision,
                     reason=reason,
                     ts_ns=now,
+                    voter_groups=orjson.dumps(mine).decode(),
                 )
             )
+            covered = set(mine) | {g for r in votes for g in orjson.loads(r[1] or "[]")}
             if decision == "review":
                 state = REVIEWED
             elif decision == "deny":
                 state = DENIED
             else:
-                state = APPROVED if len(approvers) + 1 >= row["required"] else PENDING
+                enough = len(approvers) + 1 >= row["required"]
+                if row["all_groups"]:
+                    enough = enough and groups <= covered  # and one approval from each approver group
+                state = APPROVED if enough else PENDING
             if state == REVIEWED:
                 conn.execute(update(approvals).where(approvals.c.id == approval_id).values(state=REVIEWED))
             elif state != PENDING:

@@ -59,6 +59,8 @@ class Hold:
     session_id: str | None
     arguments: Any = None  # the call's arguments, in memory only (grants match them; the store keeps the digest)
     requester_groups: frozenset[str] = frozenset()
+    required: int | None = None  # the rule's number of approvals (None: approvals.required)
+    all_groups: bool = False  # the rule wants one approval from each approver group
 
 
 def covers(patterns: Any, arguments: Any) -> bool:

@@ -81,6 +81,8 @@ class AuthzStage(Stage):
             session_id=flow.session_id,
             arguments=args if isinstance(args, dict) else {},
             requester_groups=principal.groups,
+            required=decision.approvals,
+            all_groups=decision.all_groups,
         )
         # answered as held here; the edge opens (or releases) the approval request and completes this answer
         flow.fail(

@@ -142,7 +142,9 @@ class PolicyEngine:
         self._list_grant: dict[Rule, Decision] = {}
         for r in policy.all_rules():
             verb = {"allow": "allows", "deny": "denies", "hold": "holds for approval"}[r.effect]
-            self._grant[r] = Decision(r.effect, r.id, f"rule {r.id!r} {verb}", v, r.approvers)
+            self._grant[r] = Decision(
+                r.effect, r.id, f"rule {r.id!r} {verb}", v, r.approvers, r.approvals, r.all_groups
+            )
             if r.effect == "deny":
                 self._list_grant[r] = self._grant[r]
             else:

@@ -37,6 +37,8 @@ _MATCH_KEYS: Final = (
     "methods",
     "when",
     "approvers",
+    "approvals",
+    "all_groups",
 )
 _ID: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/@-]{0,127}$")
 _KIND_OF_METHOD: Final[dict[str, Kind]] = {**CALL_METHODS, **LIST_METHODS}
@@ -191,14 +193,28 @@ class _Builder:
                 continue
             if k == "when":
                 continue
+            if k == "approvals":
+                n = body[k]
+                if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= 10:
+                    self.fail(body, k, f"{where}.{effect}.{k}", "expected a whole number from 1 to 10", value=True)
+                    ok = False
+                m[k] = n
+                continue
+            if k == "all_groups":
+                if not isinstance(body[k], bool):
+                    self.fail(body, k, f"{where}.{effect}.{k}", "expected true or false", value=True)
+                    ok = False
+                m[k] = body[k]
+                continue
             values = self._strings(body, k, f"{where}.{effect}.{k}")
             if values is None:
                 ok = False
             else:
                 m[k] = values
-        if "approvers" in m and effect != "hold":
-            self.fail(body, "approvers", f"{where}.{effect}.approvers", "approvers are only for hold rules")
-            ok = False
+        for k in ("approvers", "approvals", "all_groups"):
+            if k in m and effect != "hold":
+                self.fail(body, k, f"{where}.{effect}.{k}", f"{k} are only for hold rules")
+                ok = False
         for k in ("methods",):
             for v in m.get(k, ()):
                 if v not in KNOWN_METHODS:
@@ -254,6 +270,8 @@ class _Builder:
             methods=_set(m, "methods"),
             condition=condition,
             approvers=tuple(m.get("approvers", ())),
+            approvals=m.get("approvals"),
+            all_groups=bool(m.get("all_groups", False)),
         )
 
     def _strings(self, body: CommentedMap, key: str, where: str) -> list[str] | None:
@@ -300,6 +318,10 @@ def _canonical(r: Rule) -> dict[str, Any]:
         out["when"] = r.condition.source
     if r.approvers:
         out["approvers"] = list(r.approvers)
+    if r.approvals is not None:
+        out["approvals"] = r.approvals
+    if r.all_groups:
+        out["all_groups"] = True
     return out
 
 

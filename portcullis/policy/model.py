@@ -114,6 +114,8 @@ class Decision:
     reason: str
     policy_version: str
     approvers: tuple[str, ...] = ()
+    approvals: int | None = None
+    all_groups: bool = False
 
     @property
     def allowed(self) -> bool:

@@ -77,6 +77,8 @@ class Rule:
     methods: frozenset[str] | None
     condition: Condition | None
     approvers: tuple[str, ...]
+    approvals: int | None = None  # hold rules: distinct approvals needed (default: approvals.required)
+    all_groups: bool = False  # hold rules: one approval from each approver group
 
     @property
     def has_kind_selector(self) -> bool:

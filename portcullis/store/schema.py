@@ -86,6 +86,7 @@ approvals = Table(
     Column("reason", Text),
     Column("released_ns", BigInteger),
     Column("justification", Text),
+    Column("all_groups", Integer),  # 1: one approval from each approver group
 )
 
 approval_votes = Table(
@@ -98,6 +99,7 @@ approval_votes = Table(
     Column("vote", String(16), nullable=False),
     Column("reason", Text),
     Column("ts_ns", BigInteger, nullable=False),
+    Column("voter_groups", Text),  # JSON list: the approver groups the voter belonged to when voting
 )
 
 grants = Table(

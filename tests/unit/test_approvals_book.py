@@ -153,3 +153,34 @@ def test_break_glass_then_review(engine: Engine) -> None:
     with pytest.raises(ApprovalError):
         book.vote(row["id"], voter("bob", "dba"), "approve", None)  # not pending: nothing to approve
     assert book.vote(row["id"], voter("bob", "dba"), "review", "fine")["state"] == "reviewed"
+
+
+def test_a_rule_can_want_one_approval_from_each_group(engine: Engine) -> None:
+    book = ApprovalBook(engine)
+    h = hold()
+    strict = Hold(**{**{f: getattr(h, f) for f in h.__dataclass_fields__}, "all_groups": True})
+    req, _ = book.open(strict)
+    assert book.vote(req["id"], voter("bob", "dba"), "approve", None)["state"] == "pending"  # sre has not agreed
+    assert book.vote(req["id"], voter("erin", "sre"), "approve", None)["state"] == "approved"
+    counted = Hold(**{**{f: getattr(h, f) for f in h.__dataclass_fields__}, "required": 2, "digest": "sha256:2"})
+    req2, _ = book.open(counted)
+    assert book.get(req2["id"])["required"] == 2  # type: ignore[index]
+
+
+def test_hold_rules_carry_their_approval_counts() -> None:
+    from portcullis.policy import PolicyError
+    from portcullis.policy.load import load_policy_text
+
+    policy = load_policy_text(
+        "version: 1\nrules:\n  - id: h\n"
+        "    hold: {tools: [drop], approvers: [dba, sre], approvals: 2, all_groups: true}\n",
+        "p.yaml",
+    )
+    (rule,) = list(policy.all_rules())
+    assert (rule.approvals, rule.all_groups, rule.approvers) == (2, True, ("dba", "sre"))
+    with pytest.raises(PolicyError) as e:
+        load_policy_text("version: 1\nrules:\n  - id: a\n    allow: {tools: [x], approvals: 2}\n", "p.yaml")
+    assert "only for hold rules" in str(e.value.problems)
+    with pytest.raises(PolicyError) as e:
+        load_policy_text("version: 1\nrules:\n  - id: h\n    hold: {tools: [x], approvals: 0}\n", "p.yaml")
+    assert "1 to 10" in str(e.value.problems)
