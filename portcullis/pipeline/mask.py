@@ -135,9 +135,15 @@ def _custom_rule(name: str, pattern: str, validator: str) -> Rule:
     return Rule(name, pattern, group, None if validator == "none" else fn)
 
 
+# national numbers outside North America mostly start with a trunk 0: "020 7946 0958", "030 12345678", "06 12 34 56 78"
+NATIONAL_PHONE = r"(?:^|[^0-9A-Za-z+\-_.:/])(\(?0[0-9]{1,5}\)?(?:[ .\-]?[0-9]{2,5}){1,4})(?:[^0-9A-Za-z\-_/:]|$)"
+
+
 def _builtin(region: str) -> tuple[Rule, ...]:
     """The built-in rules, with national phone numbers read in the configured region."""
     if region == "US":
         return BUILTIN
     phone = validators.PhoneValidator(region)
-    return tuple(Rule(r.cls, r.pattern, r.group, phone, r.extract) if r.cls == "phone_number" else r for r in BUILTIN)
+    rules = [Rule(r.cls, r.pattern, r.group, phone, r.extract) if r.cls == "phone_number" else r for r in BUILTIN]
+    rules.append(Rule("phone_number", NATIONAL_PHONE, 1, phone))
+    return tuple(rules)

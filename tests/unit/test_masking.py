@@ -341,3 +341,14 @@ def test_a_custom_rule_of_a_kind_comes_with_that_kind() -> None:
     body = {"result": {"t": "EMP-123456 and ann@example.com"}}
     m.mask(body, "result", m.plan("s", frozenset()), "x")
     assert body["result"]["t"] == "[REDACTED:employee_id] and [REDACTED:email]"
+
+
+def test_national_phone_numbers_of_the_configured_region() -> None:
+    m = build_masker(MaskingConfig(phone_region="GB"))
+    assert m is not None
+    body = {"result": {"t": "call 020 7946 0958 or 07911 123456, build 2026-11-24 v1.2.3, port 0800"}}
+    m.mask(body, "result", m.plan("s", frozenset()), "x")
+    assert (
+        body["result"]["t"]
+        == "call [REDACTED:phone_number] or [REDACTED:phone_number], build 2026-11-24 v1.2.3, port 0800"
+    )
