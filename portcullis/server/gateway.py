@@ -17,6 +17,7 @@ from portcullis import errors
 from portcullis.approvals.book import ApprovalBook
 from portcullis.approvals.model import APPROVED, DENIED, PENDING, WITHDRAWN, Hold
 from portcullis.approvals.notify import Notifier, WebhookTarget
+from portcullis.approvals.tasks import HeldTasks
 from portcullis.config.model import Config, MaskingConfig, ServerConfig
 from portcullis.errors import StoreError, UpstreamError
 from portcullis.flow import Flow, Outcome, Record
@@ -113,6 +114,7 @@ class Gateway:
         a = config.approvals
         self.approvals = ApprovalBook(engine, a.ttl, a.release_window, a.required)
         self._decisions: dict[str, asyncio.Event] = {}  # approval id -> set when it is decided (in this process)
+        self.held_tasks = HeldTasks()  # tasks the gateway minted for held calls (2026-07-28 tasks extension)
         self.notifier = build_notifier(config, self._notified) if a.webhooks else None
         self._notify_where: dict[str, tuple[str, str | None]] = {}  # approval id -> (server, session) for the record
         self.durable = config.recording.durability == "commit"
@@ -316,6 +318,7 @@ class Gateway:
         headers: Mapping[str, str] | None = None,
         progress: Callable[[int, str], Awaitable[None]] | None = None,
         waiter: Waiter | None = None,
+        wait: bool = True,
     ) -> int:
         """The request stages; a held call is then settled: released by its approval (once), by a live grant, or
         by a break-glass caller with a reason; else answered with the approval request to decide (after waiting,
@@ -358,7 +361,7 @@ class Gateway:
                 f"{req['id']}: {hold.method} {hold.target} by rule {hold.rule}, approvers {list(hold.approvers)}",
             )
             self.notify_approval("requested", {**req, "approvers": list(hold.approvers)})
-        if req["state"] == PENDING and self.config.approvals.wait > 0:
+        if req["state"] == PENDING and self.config.approvals.wait > 0 and wait:
             try:
                 decided = await self._await_decision(req["id"], progress, waiter)
                 if decided == WITHDRAWN:
@@ -437,6 +440,10 @@ class Gateway:
         kind = "approval_notified" if delivered else "approval_notify_failed"
         self.record_event(server, session, kind, f"{approval_id} -> {where}: {detail}")
 
+    async def await_decision(self, approval_id: str, bound: float, waiter: Waiter | None = None) -> str:
+        """The state the request reaches within ``bound`` seconds (pending if none): for a held call's task."""
+        return await self._await_decision(approval_id, None, waiter, bound)
+
     def approval_decided(self, approval_id: str) -> None:
         """The admin API decided a request: wake the caller waiting for it in this process, if any."""
         ev = self._decisions.get(approval_id)
@@ -448,6 +455,7 @@ class Gateway:
         approval_id: str,
         progress: Callable[[int, str], Awaitable[None]] | None = None,
         waiter: Waiter | None = None,
+        bound: float | None = None,
     ) -> str:
         """Wait (bounded by ``approvals.wait``) until the request is decided; returns its state then. With
         ``progress``, says "awaiting approval" every ``progress_interval`` (the first time at once)."""
@@ -457,7 +465,7 @@ class Gateway:
         ev = self._decisions.setdefault(approval_id, ev)
         if waiter is not None and ev is not waiter.event:
             ev = waiter.event  # another caller waits on the same request: this one is woken by its poll or its cancel
-        deadline = loop.time() + cfg.wait
+        deadline = loop.time() + (cfg.wait if bound is None else bound)
         next_progress = loop.time()
         sent = 0
         try:

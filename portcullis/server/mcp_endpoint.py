@@ -17,12 +17,13 @@ import orjson
 from aiohttp import web
 
 from portcullis import errors
+from portcullis.approvals.tasks import TASK_PREFIX, TERMINAL, declares_tasks
 from portcullis.config.model import is_loopback
 from portcullis.errors import ProtocolError, StageError, StoreError, UpstreamError
 from portcullis.flow import Direction, Flow, Outcome
 from portcullis.identity.edge import Caller, www_authenticate
 from portcullis.identity.tokens import AuthError
-from portcullis.pipeline.record import event_record
+from portcullis.pipeline.record import event_record, message_record
 from portcullis.server.gateway import Gateway, Waiter
 from portcullis.server.sessions import GatewaySession, StreamBuffer, mint_session_id
 from portcullis.server.translation import LocalReply, stateless_send
@@ -328,6 +329,94 @@ class McpEndpoint:
 
     # --- relaying one client message ------------------------------------------------------------------------
 
+    def _task_for_held(self, flow: Flow, server: str, headers: Mapping[str, str], version: str | None) -> None:
+        """A held call from a client that declared the tasks extension: answer with a gateway task instead of the
+        held error, and settle the task in the background once the approval is decided."""
+        resp = flow.response
+        if resp is None or flow.answered_by != "authz" or resp.kind is not Kind.ERROR:
+            return
+        err = resp.body.get("error", {})
+        data = err.get("data") if isinstance(err, dict) else None
+        if not isinstance(data, dict) or not data.get("held") or not isinstance(data.get("approval"), str):
+            return  # denied, or the book failed: the error stands
+        caller = flow.caller
+        ttl_ms = int(self.gw.config.approvals.ttl * 1000)
+        task = self.gw.held_tasks.open(caller.key if caller is not None else "anonymous", data["approval"], ttl_ms)
+        body = {"jsonrpc": "2.0", "id": flow.request.id, "result": {"resultType": "task", **task.envelope()}}
+        flow.answer(Message(orjson.dumps(body), body, Kind.RESULT), Outcome.OK, "approvals", f"task {task.id}")
+        keep = {k: v for k, v in headers.items() if k.lower() not in ("authorization", "cookie", "content-length")}
+        req = Message(flow.request.raw, flow.request.body, flow.request.kind)
+        self.gw.background(self._settle_task(task, server, req, caller, keep, version), name=f"task-{task.id[:12]}")
+
+    async def _settle_task(
+        self, task: Any, server: str, msg: Message, caller: Any, headers: dict[str, str], version: str | None
+    ) -> None:
+        gw = self.gw
+        state = await gw.await_decision(task.approval_id, gw.config.approvals.ttl)
+        if task.cancelled:
+            return
+        if state != "approved":
+            why = {"denied": "denied by an approver", "withdrawn": "withdrawn"}.get(state, "not approved in time")
+            task.error = {"code": errors.REQUEST_DENIED, "message": f"Approval {task.approval_id}: {why}"}
+            task.set("failed", f"approval {task.approval_id} {why}")
+            return
+        flow = Flow(server, Era.STATELESS, Direction.C2S, msg, protocol_version=version)
+        flow.bind(caller)
+        try:
+            seen = await gw.run_request(flow, headers, wait=False)  # the approval releases it (once)
+            if flow.response is None:
+                await gw.record_request(flow.records)
+                reply = await self._send_upstream(headers, server, flow, None)
+                try:
+                    if isinstance(reply, HttpReply) and not reply.streaming:
+                        one = await reply.single() if reply.status != 202 else None
+                        msgs = [one] if one is not None else []
+                    else:
+                        msgs = [m async for m in reply if isinstance(m, Message)]
+                finally:
+                    await reply.aclose()
+                final = next((m for m in msgs if m.kind.is_response and m.id == msg.id), None)
+                if final is None:
+                    raise UpstreamError(errors.UPSTREAM_PROTOCOL_ERROR, "upstream answered without a response")
+                flow.set_upstream_response(final)
+            gw.pipeline.run_response(flow, seen)  # masking and the record, as for any response
+            await gw.commit(flow.records)
+        except UpstreamError as exc:
+            task.error = {"code": exc.code, "message": exc.message}
+            task.set("failed", "the upstream failed")
+            return
+        except StoreError:
+            task.error = {"code": errors.STORE_UNAVAILABLE, "message": "Service Unavailable: store unavailable"}
+            task.set("failed", "the store is unavailable")
+            return
+        out = flow.response
+        assert out is not None
+        if out.kind is Kind.RESULT:
+            task.result = out.body.get("result")
+            task.set("completed", None)
+        else:
+            task.error = out.body.get("error")
+            task.set("failed", "the call failed")
+
+    async def _held_task_call(self, flow: Flow, task_id: str) -> web.StreamResponse:
+        """tasks/get and tasks/cancel for a task the gateway minted: answered here, for its owner only."""
+        caller = flow.caller
+        task = self.gw.held_tasks.get(task_id, caller.key if caller is not None else "anonymous")
+        rec = message_record(flow, flow.request, Direction.C2S)
+        if task is None:
+            flow.fail(errors.INVALID_PARAMS, "Unknown taskId", by="approvals", data={"taskId": task_id})
+        else:
+            if flow.request.method == "tasks/cancel" and task.status not in TERMINAL:
+                task.cancelled = True
+                task.set("cancelled", "cancelled by the client")
+                await asyncio.to_thread(self.gw.approvals.withdraw, task.approval_id)
+            result = task.detailed() if flow.request.method == "tasks/get" else {}
+            body = {"jsonrpc": "2.0", "id": flow.request.id, "result": {"resultType": "complete", **result}}
+            flow.answer(Message(orjson.dumps(body), body, Kind.RESULT), Outcome.OK, "approvals")
+        assert flow.response is not None
+        flow.records = [rec, message_record(flow, flow.response, Direction.S2C, flow.outcome or Outcome.OK)]
+        return await self._json_reply(flow, None, 200)
+
     def _hold_progress(
         self,
         request: web.Request,
@@ -412,6 +501,16 @@ class McpEndpoint:
             server, era, Direction.C2S, msg, session_id=session.id if session else None, protocol_version=version
         )
         flow.bind(request["caller"])
+        if era is Era.STATELESS and msg.method in ("tasks/get", "tasks/cancel"):
+            task_id = msg.params.get("taskId")
+            if isinstance(task_id, str) and task_id.startswith(TASK_PREFIX):
+                return await self._held_task_call(flow, task_id)
+        tasks_mode = (
+            era is Era.STATELESS
+            and msg.kind is Kind.REQUEST
+            and msg.method == "tools/call"
+            and declares_tasks(msg.params.get("_meta"))
+        )
         early: list[Any] = []  # [response, writer] once a held call's progress opened an SSE stream
         progress = self._hold_progress(request, server, msg, session, early)
         waiter = None
@@ -419,10 +518,12 @@ class McpEndpoint:
             waiter = Waiter()  # the client's notifications/cancelled for this id withdraws a waiting held call
             session.inflight.setdefault(request_key(msg.id), waiter)
         try:
-            seen = await gw.run_request(flow, request.headers, progress, waiter)
+            seen = await gw.run_request(flow, request.headers, progress, waiter, wait=not tasks_mode)
         finally:
             if waiter is not None and session is not None and session.inflight.get(request_key(msg.id)) is waiter:
                 del session.inflight[request_key(msg.id)]
+        if tasks_mode:
+            self._task_for_held(flow, server, request.headers, version)
         if early:
             return await self._after_hold(request, server, flow, seen, session, early[0], early[1])
         if flow.response is not None:  # a stage answered: the upstream never sees it

@@ -608,3 +608,129 @@ async def test_a_caller_who_cancels_while_waiting_withdraws_the_request(
     status, body = await admin(http, gw, op, "bob", "POST", f"/{req}/approve")
     assert status == 409 and "withdrawn" in body["error"]
     assert await calls_received(http, faulty) == before
+
+
+TASKS_POLICY = """\
+version: 1
+default: allow
+rules:
+  - id: oncall-simple-text-needs-approval
+    hold: {groups: [oncall], tools: [test_simple_text], approvers: [eng]}
+"""
+V2026 = "2026-07-28"
+TASKS_META = {
+    "io.modelcontextprotocol/protocolVersion": V2026,
+    "io.modelcontextprotocol/clientCapabilities": {"extensions": {"io.modelcontextprotocol/tasks": {}}},
+    "io.modelcontextprotocol/clientInfo": {"name": "approvals-tasks", "version": "1"},
+}
+
+
+@pytest.fixture(scope="module")
+def tasks_gateway(
+    op: OidcProvider, fixture: ManagedProcess, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningGateway]:
+    tmp = tmp_path_factory.mktemp("gw-tasks")
+    policy = tmp / "policy.yaml"
+    policy.write_text(TASKS_POLICY)
+    path, store = write_config(
+        tmp,
+        {"fx": {"url": fixture.ready_value}},
+        auth={"mode": "oidc", "issuers": [{"issuer": op.issuer}]},
+        policy={"file": str(policy)},
+        approvals={"wait": 30},  # a client with tasks gets its task at once all the same
+    )
+    gw = start_gateway(path, store)
+    try:
+        yield gw
+    finally:
+        gw.proc.stop(timeout=10)
+
+
+async def rpc2026(
+    http: aiohttp.ClientSession,
+    gw: RunningGateway,
+    token: str,
+    mid: int,
+    method: str,
+    params: dict[str, Any],
+    name: str,
+) -> dict[str, Any]:
+    body = {"jsonrpc": "2.0", "id": mid, "method": method, "params": {**params, "_meta": TASKS_META}}
+    h = {
+        "Content-Type": "application/json",
+        "Accept": ACCEPT,
+        "Authorization": f"Bearer {token}",
+        "MCP-Protocol-Version": V2026,
+        "Mcp-Method": method,
+        "Mcp-Name": name,
+    }
+    async with http.post(gw.url("fx"), json=body, headers=h) as r:
+        raw = await r.read()
+    if not raw.startswith(b"{"):
+        raw = next(line[6:] for line in raw.split(b"\n") if line.startswith(b"data: ") and b'"id"' in line)
+    out: dict[str, Any] = json.loads(raw)
+    return out
+
+
+async def test_a_client_with_tasks_gets_a_working_task_then_the_result(
+    tasks_gateway: RunningGateway, op: OidcProvider, http: aiohttp.ClientSession
+) -> None:
+    gw = tasks_gateway
+    alice = await asyncio.to_thread(op.user_token, "alice", gw.url("fx"))
+    bob = await asyncio.to_thread(op.user_token, "bob", gw.url("fx"))
+    created = await rpc2026(
+        http, gw, alice, 1, "tools/call", {"name": "test_simple_text", "arguments": {}}, "test_simple_text"
+    )
+    task = created["result"]
+    assert task["resultType"] == "task" and task["status"] == "working", created
+    assert task["statusMessage"].startswith("awaiting approval apr_")
+    req = task["statusMessage"].removeprefix("awaiting approval ")
+    tid = task["taskId"]
+    got = await rpc2026(http, gw, alice, 2, "tasks/get", {"taskId": tid}, tid)
+    assert got["result"]["status"] == "working"
+    stolen = await rpc2026(http, gw, bob, 3, "tasks/get", {"taskId": tid}, tid)
+    assert stolen["error"]["message"] == "Unknown taskId"  # not bob's task
+    assert (await admin(http, gw, op, "bob", "POST", f"/{req}/approve"))[0] == 200
+
+    done: dict[str, Any] = {}
+
+    async def completed() -> bool:
+        done.update(await rpc2026(http, gw, alice, 4, "tasks/get", {"taskId": tid}, tid))
+        return bool(done["result"]["status"] == "completed")
+
+    await eventually_async(completed, within=15, what="the task completed after approval")
+    assert done["result"]["result"]["content"][0]["text"] == "This is a simple text response for testing."
+    _status, shown = await admin(http, gw, op, "bob", "GET", f"/{req}")
+    assert shown["state"] == "released"
+
+
+async def test_a_denied_task_fails_and_a_cancelled_one_withdraws(
+    tasks_gateway: RunningGateway, op: OidcProvider, http: aiohttp.ClientSession
+) -> None:
+    gw = tasks_gateway
+    alice = await asyncio.to_thread(op.user_token, "alice", gw.url("fx"))
+    first = await rpc2026(
+        http, gw, alice, 1, "tools/call", {"name": "test_simple_text", "arguments": {"n": 1}}, "test_simple_text"
+    )
+    tid = first["result"]["taskId"]
+    req = first["result"]["statusMessage"].removeprefix("awaiting approval ")
+    assert (await admin(http, gw, op, "bob", "POST", f"/{req}/deny", reason="no"))[0] == 200
+    failed: dict[str, Any] = {}
+
+    async def is_failed() -> bool:
+        failed.update(await rpc2026(http, gw, alice, 2, "tasks/get", {"taskId": tid}, tid))
+        return bool(failed["result"]["status"] == "failed")
+
+    await eventually_async(is_failed, within=15, what="the task failed after the deny")
+    assert failed["result"]["error"]["code"] == -32010 and req in failed["result"]["error"]["message"]
+
+    second = await rpc2026(
+        http, gw, alice, 3, "tools/call", {"name": "test_simple_text", "arguments": {"n": 2}}, "test_simple_text"
+    )
+    tid2 = second["result"]["taskId"]
+    req2 = second["result"]["statusMessage"].removeprefix("awaiting approval ")
+    assert "result" in await rpc2026(http, gw, alice, 4, "tasks/cancel", {"taskId": tid2}, tid2)
+    got = await rpc2026(http, gw, alice, 5, "tasks/get", {"taskId": tid2}, tid2)
+    assert got["result"]["status"] == "cancelled"
+    _status, shown = await admin(http, gw, op, "bob", "GET", f"/{req2}")
+    assert shown["state"] == "withdrawn"
