@@ -31,20 +31,10 @@ class Pipeline:
 
     def run_request(self, flow: Flow) -> int:
         """Run request hooks. Returns how many stages saw the request (for the reverse walk)."""
-        seen = 0
-        for stage in self._forward:
-            seen += 1
-            try:
-                stage.on_request(flow)
-            except Exception as exc:
-                _fail(flow, stage.name, exc)
-                return seen
-            if flow.response is not None:
-                return seen
-        return seen
+        return self.resume_request(flow, 0)
 
     def resume_request(self, flow: Flow, seen: int) -> int:
-        """Go on with the request hooks after stage ``seen`` (a held call released by its approval)."""
+        """Request hooks from stage ``seen`` on (0: all; later: a held call released by its approval)."""
         for stage in self._forward[seen:]:
             seen += 1
             try:

@@ -9,6 +9,7 @@ approve her own call.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import subprocess
 import sys
@@ -49,27 +50,35 @@ def faulty() -> Iterator[ManagedProcess]:
         yield proc
 
 
-def _config(tmp: Path, op: OidcProvider, faulty: ManagedProcess) -> tuple[Path, str]:
+def _config(
+    tmp: Path, op: OidcProvider, upstream: ManagedProcess, name: str = "faulty", policy_text: str = POLICY, **extra: Any
+) -> tuple[Path, str]:
     policy = tmp / "policy.yaml"
-    policy.write_text(POLICY)
+    policy.write_text(policy_text)
     return write_config(
         tmp,
-        {"faulty": {"url": faulty.ready_value}},
+        {name: {"url": upstream.ready_value}},
         auth={"mode": "oidc", "issuers": [{"issuer": op.issuer}]},
         policy={"file": str(policy)},
+        **extra,
     )
+
+
+@contextlib.contextmanager
+def _running(path: Path, store: str) -> Iterator[RunningGateway]:
+    gw = start_gateway(path, store)
+    try:
+        yield gw
+    finally:
+        gw.proc.stop(timeout=10)
 
 
 @pytest.fixture(scope="module")
 def gateway(
     op: OidcProvider, faulty: ManagedProcess, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[RunningGateway]:
-    path, store = _config(tmp_path_factory.mktemp("gw"), op, faulty)
-    gw = start_gateway(path, store)
-    try:
+    with _running(*_config(tmp_path_factory.mktemp("gw"), op, faulty)) as gw:
         yield gw
-    finally:
-        gw.proc.stop(timeout=10)
 
 
 @pytest.fixture
@@ -321,27 +330,21 @@ def receiver() -> Iterator[Receiver]:
 def waiting_gateway(
     op: OidcProvider, faulty: ManagedProcess, receiver: Receiver, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[RunningGateway]:
-    tmp = tmp_path_factory.mktemp("gw-wait")
-    policy = tmp / "policy.yaml"
-    policy.write_text(POLICY)
-    path, store = write_config(
-        tmp,
-        {"faulty": {"url": faulty.ready_value}},
-        auth={"mode": "oidc", "issuers": [{"issuer": op.issuer}]},
-        policy={"file": str(policy)},
+    hooks = [{"url": f"{receiver.url}/hook"}, {"url": f"{receiver.url}/slack/T1/B2/x", "format": "slack"}]
+    path, store = _config(
+        tmp_path_factory.mktemp("gw-wait"),
+        op,
+        faulty,
         approvals={
             "wait": 20,
             "poll_interval": 5,
             "break_glass_groups": ["oncall"],
-            "webhooks": [{"url": f"{receiver.url}/hook"}, {"url": f"{receiver.url}/slack/T1/B2/x", "format": "slack"}],
+            "webhooks": hooks,
             "webhook_backoff": 0.05,
         },
     )
-    gw = start_gateway(path, store)
-    try:
+    with _running(path, store) as gw:
         yield gw
-    finally:
-        gw.proc.stop(timeout=10)
 
 
 async def pending_for(http: aiohttp.ClientSession, gw: RunningGateway, op: OidcProvider, marker: str) -> str:
@@ -508,21 +511,9 @@ async def test_webhooks_are_told_with_retries_and_without_arguments(
 def short_wait_gateway(
     op: OidcProvider, faulty: ManagedProcess, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[RunningGateway]:
-    tmp = tmp_path_factory.mktemp("gw-short")
-    policy = tmp / "policy.yaml"
-    policy.write_text(POLICY)
-    path, store = write_config(
-        tmp,
-        {"faulty": {"url": faulty.ready_value}},
-        auth={"mode": "oidc", "issuers": [{"issuer": op.issuer}]},
-        policy={"file": str(policy)},
-        approvals={"wait": 1, "progress_interval": 0.2},
-    )
-    gw = start_gateway(path, store)
-    try:
+    config = _config(tmp_path_factory.mktemp("gw-short"), op, faulty, approvals={"wait": 1, "progress_interval": 0.2})
+    with _running(*config) as gw:
         yield gw
-    finally:
-        gw.proc.stop(timeout=10)
 
 
 async def stream_call(mcp_: Mcp, args: dict[str, Any], token: str) -> list[dict[str, Any]]:
@@ -629,21 +620,10 @@ TASKS_META = {
 def tasks_gateway(
     op: OidcProvider, fixture: ManagedProcess, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[RunningGateway]:
-    tmp = tmp_path_factory.mktemp("gw-tasks")
-    policy = tmp / "policy.yaml"
-    policy.write_text(TASKS_POLICY)
-    path, store = write_config(
-        tmp,
-        {"fx": {"url": fixture.ready_value}},
-        auth={"mode": "oidc", "issuers": [{"issuer": op.issuer}]},
-        policy={"file": str(policy)},
-        approvals={"wait": 30},  # a client with tasks gets its task at once all the same
-    )
-    gw = start_gateway(path, store)
-    try:
+    # approvals.wait is set, and a client with tasks gets its task at once all the same
+    config = _config(tmp_path_factory.mktemp("gw-tasks"), op, fixture, "fx", TASKS_POLICY, approvals={"wait": 30})
+    with _running(*config) as gw:
         yield gw
-    finally:
-        gw.proc.stop(timeout=10)
 
 
 async def rpc2026(
