@@ -78,6 +78,8 @@ class ApprovalBook:
         with self.engine.begin() as conn:
             rows = conn.execute(select(approvals).where(match).order_by(approvals.c.decided_ns)).mappings().all()
             for row in rows:
+                if not self._still_satisfies(row, hold):
+                    continue  # the rule changed since: this approval no longer answers it
                 if row["decided_ns"] is not None and row["decided_ns"] + self.release_ns < now:
                     conn.execute(update(approvals).where(approvals.c.id == row["id"]).values(state=EXPIRED))
                     continue
@@ -89,6 +91,16 @@ class ApprovalBook:
                 if done.rowcount == 1:
                     return {**row, "state": RELEASED, "released_ns": now}
         return None
+
+    def _still_satisfies(self, row: Any, hold: Hold) -> bool:
+        """An approval counts for the rule as it is now: same rule, same approvers, at least as many approvals."""
+        needed = hold.required or self.required
+        return bool(
+            row["rule"] == hold.rule
+            and sorted(orjson.loads(row["approvers"])) == sorted(hold.approvers)
+            and row["required"] >= needed
+            and (row["all_groups"] or 0) >= (1 if hold.all_groups else 0)
+        )
 
     def grant_for(self, hold: Hold, now_ns: int | None = None) -> dict[str, Any] | None:
         """A live grant that covers this call (same requester, server, method, target; arguments match)."""
@@ -104,7 +116,7 @@ class ApprovalBook:
         )
         with self.engine.connect() as conn:
             for row in conn.execute(q).mappings():
-                if row["target"] != hold.target:
+                if row["target"] != hold.target or row["rule"] != hold.rule:
                     continue
                 patterns = None if row["arguments"] is None else orjson.loads(row["arguments"])
                 if covers(patterns, hold.arguments):
@@ -236,19 +248,24 @@ class ApprovalBook:
             _check_grant(grant, decision)
         now = now_ns or time.time_ns()
         with self.engine.begin() as conn:
+            # take the write lock before reading (SQLite: the first write of the transaction; PostgreSQL: the row
+            # lock), so that two votes on one request are decided one after the other, never on the same stale read
+            conn.execute(update(approvals).where(approvals.c.id == approval_id).values(state=approvals.c.state))
             row = conn.execute(select(approvals).where(approvals.c.id == approval_id)).mappings().first()
             if row is None:
                 raise ApprovalError(404, f"no approval request {approval_id}")
-            if row["state"] == PENDING and row["expires_ns"] < now:
-                raise ApprovalError(409, f"approval request {approval_id} has expired")
-            wanted = BREAK_GLASS if decision == "review" else PENDING
-            if row["state"] != wanted:
-                raise ApprovalError(409, f"approval request {approval_id} is {row['state']}, not {wanted}")
             if voter.key == row["requester_key"]:
                 raise ApprovalError(403, "the requester cannot approve, deny or review their own call")
             groups = set(orjson.loads(row["approvers"]))
             if not groups & voter.groups:
                 raise ApprovalError(403, f"only members of {sorted(groups)} may decide this request")
+            if row["state"] == PENDING and row["expires_ns"] < now:
+                raise ApprovalError(409, f"approval request {approval_id} has expired")
+            wanted = BREAK_GLASS if decision == "review" else PENDING
+            if row["state"] != wanted:
+                raise ApprovalError(409, f"approval request {approval_id} is {row['state']}, not {wanted}")
+            if grant is not None and (row["required"] > 1 or row["all_groups"]):
+                raise ApprovalError(400, "a grant needs a rule that one approval decides")
             votes = conn.execute(
                 select(approval_votes.c.voter_subject, approval_votes.c.voter_groups).where(
                     and_(approval_votes.c.approval_id == approval_id, approval_votes.c.vote == "approve")
@@ -269,7 +286,6 @@ class ApprovalBook:
                     voter_groups=orjson.dumps(mine).decode(),
                 )
             )
-            covered = set(mine) | {g for r in votes for g in orjson.loads(r[1] or "[]")}
             if decision == "review":
                 state = REVIEWED
             elif decision == "deny":
@@ -277,16 +293,19 @@ class ApprovalBook:
             else:
                 enough = len(approvers) + 1 >= row["required"]
                 if row["all_groups"]:
-                    enough = enough and groups <= covered  # and one approval from each approver group
+                    people = [(r[0], set(orjson.loads(r[1] or "[]"))) for r in votes] + [(voter.key, set(mine))]
+                    enough = enough and _one_person_per_group(groups, people)
                 state = APPROVED if enough else PENDING
             if state == REVIEWED:
                 conn.execute(update(approvals).where(approvals.c.id == approval_id).values(state=REVIEWED))
             elif state != PENDING:
-                conn.execute(
+                done = conn.execute(
                     update(approvals)
                     .where(and_(approvals.c.id == approval_id, approvals.c.state == PENDING))
                     .values(state=state, decided_ns=now, decided_by=voter.record_text, reason=reason)
                 )
+                if done.rowcount != 1:
+                    raise ApprovalError(409, f"approval request {approval_id} was decided meanwhile")
             if state == APPROVED and grant is not None:
                 patterns = grant.get("arguments")
                 conn.execute(
@@ -302,11 +321,28 @@ class ApprovalBook:
                         created_ns=now,
                         expires_ns=now + int(grant["minutes"]) * 60 * 1_000_000_000,
                         granted_by=voter.record_text,
+                        rule=row["rule"],
                     )
                 )
         got = self.get(approval_id)
         assert got is not None
         return got
+
+
+def _one_person_per_group(groups: set[str], people: list[tuple[str, set[str]]]) -> bool:
+    """Whether each group can be matched to a different approving person who is in it (bipartite matching)."""
+    owner: dict[str, str] = {}  # person -> group they stand for
+
+    def place(group: str, seen: set[str]) -> bool:
+        for person, member_of in people:
+            if group in member_of and person not in seen:
+                seen.add(person)
+                if person not in owner or place(owner[person], seen):
+                    owner[person] = group
+                    return True
+        return False
+
+    return all(place(g, set()) for g in sorted(groups))
 
 
 def _check_grant(grant: dict[str, Any], decision: str) -> None:
@@ -323,8 +359,8 @@ def _check_grant(grant: dict[str, Any], decision: str) -> None:
 
 
 def _public(row: dict[str, Any], votes: list[dict[str, Any]] | None) -> dict[str, Any]:
-    """A request as the API and CLI show it (the approver groups as a list, the requester's key left out)."""
-    out = {str(k): v for k, v in row.items() if k != "requester_key"}  # plain str keys: column names are subclasses
+    """A request as the book hands it out (the approver groups as a list); the admin API drops ``requester_key``."""
+    out = {str(k): v for k, v in row.items()}  # plain str keys: column names are subclasses
     now = time.time_ns()
     if out["state"] == PENDING and out["expires_ns"] < now:
         out["state"] = EXPIRED  # as it is now, whether or not anyone has touched it since

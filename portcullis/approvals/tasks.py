@@ -77,10 +77,13 @@ class HeldTasks:
     def __init__(self) -> None:
         self._tasks: dict[str, HeldTask] = {}
 
-    def open(self, owner: str, approval_id: str, ttl_ms: int) -> HeldTask:
+    def open(self, owner: str, approval_id: str, ttl_ms: int) -> HeldTask | None:
+        """A new working task, or None when MAX_TASKS are kept and none of them has finished (no unbounded growth)."""
         if len(self._tasks) >= MAX_TASKS:
             for tid in [t.id for t in self._tasks.values() if t.status in TERMINAL][: MAX_TASKS // 10 or 1]:
                 del self._tasks[tid]
+            if len(self._tasks) >= MAX_TASKS:
+                return None
         task = HeldTask(TASK_PREFIX + secrets.token_urlsafe(18), owner, approval_id, ttl_ms)
         task.set("working", f"awaiting approval {approval_id}")
         self._tasks[task.id] = task

@@ -38,7 +38,18 @@ class AuthzStage(Stage):
 
     def on_request(self, flow: Flow) -> None:
         msg = flow.request
-        if flow.direction is not Direction.C2S or msg.kind is not Kind.REQUEST:
+        if flow.direction is not Direction.C2S:
+            return
+        if msg.kind is Kind.NOTIFICATION and not (msg.method or "").startswith("notifications/"):
+            # a call sent without an id would reach an upstream that runs it with no decision at all
+            flow.fail(
+                errors.REQUEST_DENIED,
+                f"Forbidden: {msg.method!r} may not be sent as a notification",
+                by=self.name,
+                outcome=Outcome.DENIED,
+            )
+            return
+        if msg.kind is not Kind.REQUEST:
             return  # notifications and the client's answers to server requests carry no new authority
         method = msg.method or ""
         if method in UNGATED:
@@ -49,6 +60,14 @@ class AuthzStage(Stage):
         if method in CALL_METHODS and target is None:
             target = _string(msg.params.get("uri"))  # resources/subscribe, unsubscribe
         args = msg.params.get("arguments")
+        if args is not None and not isinstance(args, dict):
+            flow.fail(
+                errors.INVALID_PARAMS,
+                "Invalid params: arguments must be an object",
+                by=self.name,
+                outcome=Outcome.DENIED,
+            )
+            return
         annotations = self._annotations.get((flow.server, target)) if method == "tools/call" and target else None
         decision = self._engine().decide(
             PolicyRequest(principal, flow.server, method, target, args if isinstance(args, dict) else {}, annotations)
@@ -71,7 +90,8 @@ class AuthzStage(Stage):
             server=flow.server,
             method=method,
             target=target,
-            digest=args_digest(args if isinstance(args, dict) else {}),
+            digest=args_digest({k: v for k, v in msg.params.items() if k != "_meta"}),  # the whole call, not only its
+            # arguments: a completion's ref, a prompt's name, a task's id are part of what was approved
             rule=decision.rule,
             policy_version=decision.policy_version,
             approvers=tuple(decision.approvers),

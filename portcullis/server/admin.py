@@ -58,15 +58,14 @@ class AdminApi:
         if state is not None and state not in STATES:
             raise _error(400, f"state must be one of {', '.join(STATES)}")
         rows = await asyncio.to_thread(self.gw.approvals.list, state, 500)
-        visible = [r for r in rows if _may_see(caller, r)]
-        return _json({"approvals": visible})
+        return _json({"approvals": [_shown(r) for r in rows if _may_see(caller, r)]})
 
     async def show(self, request: web.Request) -> web.Response:
         caller = await self._caller(request)
         row = await asyncio.to_thread(self.gw.approvals.get, request.match_info["id"])
         if row is None or not _may_see(caller, row):
             raise _error(404, f"no approval request {request.match_info['id']}")
-        return _json(row)
+        return _json(_shown(row))
 
     async def approve(self, request: web.Request) -> web.Response:
         return await self._decide(request, "approve")
@@ -81,6 +80,8 @@ class AdminApi:
         caller = await self._caller(request)
         reason, grant = await _body(request)
         approval_id = request.match_info["id"]
+        if decision != "deny" and caller.principal.kind == "apikey":
+            raise _error(403, "an API key may deny but not approve or review: approvals are made by people")
         voter = Voter(caller.principal.subject, caller.key, caller.record_text, caller.principal.groups)
         try:
             row = await asyncio.to_thread(self.gw.approvals.vote, approval_id, voter, decision, reason, None, grant)
@@ -89,7 +90,7 @@ class AdminApi:
         if row["state"] != "pending":
             self.gw.approval_decided(approval_id)
             if decision != "review":
-                self.gw.notify_approval(row["state"], row)
+                self.gw.notify_approval(row["state"], _shown(row))
         verb = {"approve": "approved", "deny": "denied", "review": "reviewed"}[decision]
         self.gw.record_event(
             row["server"],
@@ -99,12 +100,15 @@ class AdminApi:
             + (f" ({row['state']})" if row["state"] != "pending" else " (more approvals needed)")
             + (f": {reason}" if reason else ""),
         )
-        return _json(row)
+        return _json(_shown(row))
 
 
 def _may_see(caller: Caller, row: dict[str, Any]) -> bool:
-    groups = set(row["approvers"])
-    return bool(groups & caller.principal.groups) or row["requester"] == caller.record_text
+    return bool(set(row["approvers"]) & caller.principal.groups) or row["requester_key"] == caller.key
+
+
+def _shown(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in row.items() if k != "requester_key"}
 
 
 async def _body(request: web.Request) -> tuple[str | None, dict[str, Any] | None]:

@@ -319,6 +319,7 @@ class Gateway:
         progress: Callable[[int, str], Awaitable[None]] | None = None,
         waiter: Waiter | None = None,
         wait: bool = True,
+        open_request: bool = True,
     ) -> int:
         """The request stages; a held call is then settled: released by its approval (once), by a live grant, or
         by a break-glass caller with a reason; else answered with the approval request to decide (after waiting,
@@ -343,6 +344,8 @@ class Gateway:
                     flow.server, flow.session_id, "approval_break_glass", f"{row['id']}: {hold.method} {hold.target}"
                 )
                 return self._release(flow, hold, row["id"], seen, " (break-glass; awaits review)")
+            if not open_request:
+                return seen  # settling a task: nothing to release means the approval went elsewhere; no new request
             req, created = await asyncio.to_thread(self.approvals.open, hold, None, justification)
         except Exception as exc:  # the book cannot be read: the call stays held (fail closed)
             log.warning("approval book unavailable: %s", type(exc).__name__)

@@ -342,6 +342,8 @@ class McpEndpoint:
         caller = flow.caller
         ttl_ms = int(self.gw.config.approvals.ttl * 1000)
         task = self.gw.held_tasks.open(caller.key if caller is not None else "anonymous", data["approval"], ttl_ms)
+        if task is None:
+            return  # too many tasks waiting: the held error (naming the request) stands
         body = {"jsonrpc": "2.0", "id": flow.request.id, "result": {"resultType": "task", **task.envelope()}}
         flow.answer(Message(orjson.dumps(body), body, Kind.RESULT), Outcome.OK, "approvals", f"task {task.id}")
         keep = {k: v for k, v in headers.items() if k.lower() not in ("authorization", "cookie", "content-length")}
@@ -363,7 +365,14 @@ class McpEndpoint:
         flow = Flow(server, Era.STATELESS, Direction.C2S, msg, protocol_version=version)
         flow.bind(caller)
         try:
-            seen = await gw.run_request(flow, headers, wait=False)  # the approval releases it (once)
+            seen = await gw.run_request(flow, headers, wait=False, open_request=False)  # released by the approval
+            if flow.response is not None and flow.answered_by == "authz":
+                task.error = {
+                    "code": errors.REQUEST_DENIED,
+                    "message": f"Approval {task.approval_id} was used by another call of the same kind (or lapsed)",
+                }
+                task.set("failed", "the approval was already used")
+                return
             if flow.response is None:
                 await gw.record_request(flow.records)
                 reply = await self._send_upstream(headers, server, flow, None)

@@ -117,6 +117,7 @@ grants = Table(
     Column("expires_ns", BigInteger, nullable=False),
     Column("granted_by", String(400), nullable=False),
     Column("revoked_ns", BigInteger),
+    Column("rule", String(200)),  # the hold rule whose approval granted it: a grant serves that rule only
 )
 
 Index("ix_grants_match", grants.c.requester_key, grants.c.server, grants.c.expires_ns)

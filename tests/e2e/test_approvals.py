@@ -31,6 +31,12 @@ from tests.support.waiting import eventually, eventually_async
 
 pytestmark = [pytest.mark.e2e, pytest.mark.node]
 
+
+def call_digest(arguments: dict[str, Any], tool: str = "ok") -> str:
+    """What an approval is bound to: the call's params (without _meta)."""
+    return args_digest({"name": tool, "arguments": arguments})
+
+
 FAULTY = Path(__file__).resolve().parents[1] / "fixtures" / "faulty_upstream.py"
 ACCEPT = "application/json, text/event-stream"
 POLICY = """\
@@ -354,7 +360,7 @@ async def pending_for(http: aiohttp.ClientSession, gw: RunningGateway, op: OidcP
 
     async def listed() -> bool:
         _status, body = await admin(http, gw, op, "bob", "GET", "?state=pending")
-        found[:] = [a["id"] for a in body["approvals"] if a["args_digest"] == args_digest({"marker": marker})]
+        found[:] = [a["id"] for a in body["approvals"] if a["args_digest"] == call_digest({"marker": marker})]
         return bool(found)
 
     await eventually_async(listed, within=15, what=f"a pending request for {marker}")
@@ -441,7 +447,7 @@ async def test_break_glass_goes_through_with_a_reason_and_awaits_review(
     assert "result" in await alice.call({"glass": 1}, **glass)
     assert await calls_received(http, faulty) == before + 1
     _status, listed = await admin(http, waiting_gateway, op, "bob", "GET", "?state=break_glass")
-    row = next(a for a in listed["approvals"] if a["args_digest"] == args_digest({"glass": 1}))
+    row = next(a for a in listed["approvals"] if a["args_digest"] == call_digest({"glass": 1}))
     assert row["reason"] == "prod is down, INC-9" and row["decided_by"].startswith("break-glass by")
     status, _ = await admin(http, waiting_gateway, op, "alice", "POST", f"/{row['id']}/review")
     assert status == 403  # not her own review
@@ -465,7 +471,7 @@ async def test_webhooks_are_told_with_retries_and_without_arguments(
     secret = "sk_live_" + "9f" * 14
     alice = await mcp(http, gw, op, "alice")
     args = {"marker": "hooked", "api_key": secret}
-    digest = args_digest(args)
+    digest = call_digest(args)
     call = asyncio.ensure_future(alice.call(args))
     try:
         await eventually(

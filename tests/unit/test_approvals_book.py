@@ -184,3 +184,70 @@ def test_hold_rules_carry_their_approval_counts() -> None:
     with pytest.raises(PolicyError) as e:
         load_policy_text("version: 1\nrules:\n  - id: h\n    hold: {tools: [x], approvals: 0}\n", "p.yaml")
     assert "1 to 10" in str(e.value.problems)
+
+
+def _with(h: Hold, **changes: object) -> Hold:
+    return Hold(**{**{f: getattr(h, f) for f in h.__dataclass_fields__}, **changes})
+
+
+def test_review_findings_stay_fixed(engine: Engine) -> None:
+    """Each case a review found: concurrent two-of-two votes, grants on multi-approval rules, an approval outliving
+    a stricter rule, one person covering two groups, and authorisation checked before the state is told."""
+    book = ApprovalBook(engine, required=2)
+    req, _ = book.open(hold())
+    results: list[object] = []
+    voters = [voter("bob", "dba"), voter("erin", "sre")]
+    threads = [
+        threading.Thread(target=lambda v=v: results.append(book.vote(req["id"], v, "approve", None))) for v in voters
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=10)
+    assert book.get(req["id"])["state"] == "approved"  # type: ignore[index]  # neither vote was decided on a stale read
+
+    two, _ = book.open(hold({"t": 2}))
+    with pytest.raises(ApprovalError) as e:
+        book.vote(two["id"], voter("bob", "dba"), "approve", None, grant={"minutes": 5, "arguments": None})
+    assert e.value.status == 400 and "one approval" in e.value.message
+
+    single = ApprovalBook(engine)
+    one, _ = single.open(hold({"t": 3}))
+    single.vote(one["id"], voter("bob", "dba"), "approve", None)
+    stricter = _with(hold({"t": 3}), required=2)
+    assert single.release(stricter) is None  # the rule now wants two approvals: one no longer releases it
+    assert single.release(_with(hold({"t": 3}), rule="another-rule")) is None
+    assert single.release(hold({"t": 3})) is not None
+
+    both, _ = single.open(_with(hold({"t": 4}), all_groups=True))
+    assert single.vote(both["id"], voter("dave", "dba", "sre"), "approve", None)["state"] == "pending"
+    assert single.vote(both["id"], voter("erin", "sre"), "approve", None)["state"] == "approved"
+
+    with pytest.raises(ApprovalError) as e:
+        single.vote(both["id"], voter("carol", "auditors"), "approve", None)
+    assert e.value.status == 403  # not "409 already approved": a stranger learns nothing about the request
+
+
+def test_the_hold_binds_the_whole_call_and_refuses_odd_shapes() -> None:
+    from portcullis.flow import Direction, Flow
+    from portcullis.pipeline.authz import AuthzStage
+    from portcullis.policy import PolicyEngine
+    from portcullis.policy.load import load_policy_text
+    from portcullis.wire.jsonrpc import Kind, Message
+    from portcullis.wire.mcp import Era
+
+    engine = PolicyEngine(load_policy_text("version: 1\ndefault: hold\nrules: []\n", "p.yaml"))
+    stage = AuthzStage(lambda: engine)
+
+    def run(body: dict[str, object], kind: Kind = Kind.REQUEST) -> Flow:
+        flow = Flow("srv", Era.SESSION, Direction.C2S, Message(b"{}", {"jsonrpc": "2.0", **body}, kind))
+        stage.on_request(flow)
+        return flow
+
+    a = run({"id": 1, "method": "completion/complete", "params": {"ref": {"type": "ref/prompt", "name": "p"}}})
+    b = run({"id": 2, "method": "completion/complete", "params": {"ref": {"type": "ref/prompt", "name": "other"}}})
+    assert a.hold is not None and b.hold is not None and a.hold.digest != b.hold.digest
+    odd = run({"id": 3, "method": "tools/call", "params": {"name": "t", "arguments": "DROP EVERYTHING"}})
+    assert odd.response is not None and odd.response.body["error"]["code"] == -32602 and odd.hold is None
+    sneaky = run({"method": "tools/call", "params": {"name": "drop"}}, Kind.NOTIFICATION)
+    assert sneaky.response is not None and sneaky.response.body["error"]["code"] == -32010

@@ -1,4 +1,4 @@
-"""time-boxed grants from approvals; the requester's justification; all-groups approval rules
+"""time-boxed grants from approvals; the requester's justification on approval requests
 
 Revision ID: 0006
 Revises: 0005
@@ -35,15 +35,9 @@ def upgrade() -> None:
     op.create_index("ix_grants_match", "grants", ["requester_key", "server", "expires_ns"])
     with op.batch_alter_table("approvals") as batch:
         batch.add_column(sa.Column("justification", sa.Text))
-        batch.add_column(sa.Column("all_groups", sa.Integer))
-    with op.batch_alter_table("approval_votes") as batch:
-        batch.add_column(sa.Column("voter_groups", sa.Text))
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("approval_votes") as batch:
-        batch.drop_column("voter_groups")
     with op.batch_alter_table("approvals") as batch:
-        batch.drop_column("all_groups")
         batch.drop_column("justification")
     op.drop_table("grants")
