@@ -169,7 +169,7 @@ class ApprovalBook:
         }
 
     def open(
-        self, hold: Hold, now_ns: int | None = None, justification: str | None = None
+        self, hold: Hold, now_ns: int | None = None, justification: str | None = None, shown: str | None = None
     ) -> tuple[dict[str, Any], bool]:
         """The caller's pending request for this call, or a new one. Returns (request, created).
 
@@ -201,6 +201,7 @@ class ApprovalBook:
                 if row["state"] == DENIED and (row["decided_ns"] or 0) + self.ttl_ns >= now:
                     return dict(row), False
             new = self._row(hold, now, PENDING, justification)
+            new["arguments"] = shown
             conn.execute(insert(approvals).values(**new))
             return new, True
 
@@ -361,6 +362,8 @@ def _check_grant(grant: dict[str, Any], decision: str) -> None:
 def _public(row: dict[str, Any], votes: list[dict[str, Any]] | None) -> dict[str, Any]:
     """A request as the book hands it out (the approver groups as a list); the admin API drops ``requester_key``."""
     out = {str(k): v for k, v in row.items()}  # plain str keys: column names are subclasses
+    if out.get("arguments") is not None:
+        out["arguments"] = orjson.loads(out["arguments"])
     now = time.time_ns()
     if out["state"] == PENDING and out["expires_ns"] < now:
         out["state"] = EXPIRED  # as it is now, whether or not anyone has touched it since

@@ -129,7 +129,11 @@ def approvals_show(
     click.echo(f"{a['id']}  {a['state']}  {a['server']}  {a['method']} {a['target'] or ''}")
     click.echo(f"requested by {a['requester']} at {_ts(a['created_ns'])}, expires {_ts(a['expires_ns'])}")
     click.echo(f"rule {a['rule']} (policy {a['policy_version']}), approvers {', '.join(a['approvers'])}")
-    click.echo(f"arguments {a['args_digest']}")
+    click.echo(f"call digest {a['args_digest']}")
+    if a.get("arguments") is not None:
+        click.echo(f"call (masked) {json.dumps(a['arguments'], ensure_ascii=False)}")
+    if a.get("justification"):
+        click.echo(f"justification {a['justification']}")
     for v in a.get("votes", []):
         click.echo(f"  {_ts(v['ts_ns'])}  {v['vote']:<8} {v['voter']}" + (f": {v['reason']}" if v["reason"] else ""))
 

@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import aiohttp
+import orjson
 from sqlalchemy import Engine
 
 from portcullis import errors
@@ -115,6 +116,7 @@ class Gateway:
         self.approvals = ApprovalBook(engine, a.ttl, a.release_window, a.required)
         self._decisions: dict[str, asyncio.Event] = {}  # approval id -> set when it is decided (in this process)
         self.held_tasks = HeldTasks()  # tasks the gateway minted for held calls (2026-07-28 tasks extension)
+        self._masker = build_masker(config.masking)  # for the arguments approvers read (masked)
         self.notifier = build_notifier(config, self._notified) if a.webhooks else None
         self._notify_where: dict[str, tuple[str, str | None]] = {}  # approval id -> (server, session) for the record
         self.durable = config.recording.durability == "commit"
@@ -346,7 +348,8 @@ class Gateway:
                 return self._release(flow, hold, row["id"], seen, " (break-glass; awaits review)")
             if not open_request:
                 return seen  # settling a task: nothing to release means the approval went elsewhere; no new request
-            req, created = await asyncio.to_thread(self.approvals.open, hold, None, justification)
+            shown = self._shown_arguments(flow)
+            req, created = await asyncio.to_thread(self.approvals.open, hold, None, justification, shown)
         except Exception as exc:  # the book cannot be read: the call stays held (fail closed)
             log.warning("approval book unavailable: %s", type(exc).__name__)
             flow.fail(
@@ -418,6 +421,20 @@ class Gateway:
         if flow.request_record is not None:
             flow.request_record.detail = f"held: approval {req['id']}"
         return seen
+
+    def _shown_arguments(self, flow: Flow) -> str | None:
+        """The held call's params (without _meta) as approvers may read them: masked as for a caller with no
+        groups (every configured class), never the original. None if they cannot be masked."""
+        if self._masker is None:
+            return None
+        body = {"params": {k: v for k, v in flow.request.params.items() if k != "_meta"}}
+        body = orjson.loads(orjson.dumps(body))  # a copy: the request itself must reach the upstream unchanged
+        try:
+            self._masker.mask(body, "params", self._masker.plan(flow.server, frozenset()), None, "approvals")
+        except Exception:
+            return None  # shown as "not available"; the binding is the digest either way
+        text = orjson.dumps(body["params"]).decode()
+        return text if len(text) <= 16_384 else None
 
     def _release(self, flow: Flow, hold: Hold, approval_id: str, seen: int, how: str) -> int:
         """The held call goes on: its answer is withdrawn and the stages after authz see the request."""

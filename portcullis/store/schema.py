@@ -87,6 +87,7 @@ approvals = Table(
     Column("released_ns", BigInteger),
     Column("justification", Text),
     Column("all_groups", Integer),  # 1: one approval from each approver group
+    Column("arguments", Text),  # the call's params (without _meta) as JSON, masked: what approvers read
 )
 
 approval_votes = Table(

@@ -167,6 +167,7 @@ async def test_a_held_call_reaches_the_upstream_only_after_approval_and_only_onc
 
     status, shown = await admin(http, gateway, op, "bob", "GET", f"/{first}")
     assert status == 200 and shown["state"] == "pending" and "alice" in shown["requester"]
+    assert shown["arguments"] == {"name": "ok", "arguments": {"n": 1}}  # what the approver decides on
     status, decided = await admin(http, gateway, op, "bob", "POST", f"/{first}/approve", reason="change CHG-1")
     assert status == 200 and decided["state"] == "approved"
     assert decided["votes"][0]["reason"] == "change CHG-1" and "bob" in decided["votes"][0]["voter"]
@@ -483,6 +484,9 @@ async def test_webhooks_are_told_with_retries_and_without_arguments(
         assert requested["event"] == "requested"
         req = requested["approval"]["id"]
         assert requested["url"].endswith(f"/admin/approvals/{req}") and requested["approval"]["approvers"] == ["eng"]
+        _status, shown = await admin(http, gw, op, "bob", "GET", f"/{req}")
+        assert shown["arguments"]["arguments"]["marker"] == "hooked"  # approvers read the call, masked
+        assert secret not in json.dumps(shown) and "[REDACTED:" in shown["arguments"]["arguments"]["api_key"]
         assert (await admin(http, gw, op, "bob", "POST", f"/{req}/approve"))[0] == 200
         assert "result" in await asyncio.wait_for(call, timeout=15)
     finally:
