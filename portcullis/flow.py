@@ -55,6 +55,8 @@ class Record:
     policy_version: str | None = None
     masked: str | None = None  # JSON: which classes the mask stage replaced, where ([{"class", "path", "count"}])
     sealed: bytes | None = None  # the unmasked original, encrypted to the forensic key (masking.forensic)
+    prev_hash: bytes | None = None  # the audit chain (store/chain.py): set by the store writer, in seq order
+    hash: bytes | None = None
 
 
 @dataclass(slots=True)

@@ -270,6 +270,8 @@ def sessions_show(session_id: str, config_path: str | None, store: str | None, a
                     **r,
                     "masked": None if r["masked"] is None else json.loads(r["masked"]),
                     "sealed": r["sealed"] is not None,  # opened only with the forensic key: portcullis forensic open
+                    "prev_hash": None if r["prev_hash"] is None else bytes(r["prev_hash"]).hex(),
+                    "hash": None if r["hash"] is None else bytes(r["hash"]).hex(),
                     "payload": None
                     if r["payload"] is None
                     else json.loads(r["payload"])
@@ -315,12 +317,14 @@ def main() -> None:
 
 def _register() -> None:
     from portcullis.cli.approvals_cmd import approvals_group
+    from portcullis.cli.audit_cmd import audit_group
     from portcullis.cli.mask_cmd import forensic_group, mask
     from portcullis.cli.policy_cmd import policy_group
 
     cli.add_command(policy_group, "policy")
     cli.add_command(mask, "mask")
     cli.add_command(approvals_group, "approvals")
+    cli.add_command(audit_group, "audit")
     cli.add_command(forensic_group, "forensic")
     __import__("portcullis.cli.connect", fromlist=["register"]).register(cli)  # login, connect
 

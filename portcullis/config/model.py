@@ -179,6 +179,13 @@ class RecordingConfig(_Strict):
     durability: Literal["commit", "async"] = Field(
         default="commit", description="commit: release a response only after its record is committed"
     )
+    signing_key_file: str | None = Field(
+        default=None,
+        description="Ed25519 private key (PEM) that signs audit checkpoints (portcullis audit keygen); without it "
+        "the chain is kept but not sealed",
+    )
+    checkpoint_every: int = Field(default=1000, gt=0, description="records between signed checkpoints")
+    checkpoint_interval: float = Field(default=60.0, gt=0, description="seconds between checkpoints (at most)")
 
 
 class WebhookConfig(_Strict):

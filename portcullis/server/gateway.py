@@ -58,6 +58,22 @@ class Waiter:
         self.event.set()
 
 
+def audit_signing(config: Config) -> dict[str, Any]:
+    """The store writer's checkpoint signer from ``recording.signing_key_file`` (none: chain without seals)."""
+    from portcullis.store.audit_keys import load_signer
+
+    rec = config.recording
+    if rec.signing_key_file is None:
+        return {}
+    signer, key_id = load_signer(rec.signing_key_file)
+    return {
+        "signer": signer,
+        "key_id": key_id,
+        "checkpoint_every": rec.checkpoint_every,
+        "checkpoint_interval": rec.checkpoint_interval,
+    }
+
+
 def build_notifier(config: Config, on_result: Callable[[str, str, bool, str], None]) -> Notifier:
     a = config.approvals
     targets = []
@@ -110,7 +126,7 @@ class Gateway:
         self.engine = engine
         self.policy = load_policy_store(config)
         self.pipeline = build_pipeline(config.pipeline, self.policy, config.masking)
-        self.writer = StoreWriter(engine)
+        self.writer = StoreWriter(engine, **audit_signing(config))
         self.sessions = SessionTable(config.limits.max_sessions)
         a = config.approvals
         self.approvals = ApprovalBook(engine, a.ttl, a.release_window, a.required)

@@ -47,6 +47,19 @@ records = Table(
     Column("policy_version", String(64)),
     Column("masked", Text),
     Column("sealed", LargeBinary),
+    Column("prev_hash", LargeBinary),  # the audit chain: the previous record's hash (store/chain.py)
+    Column("hash", LargeBinary),
+)
+
+checkpoints = Table(
+    "checkpoints",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("seq", BigInteger, nullable=False),  # the last record the checkpoint seals
+    Column("hash", LargeBinary, nullable=False),  # that record's chain hash
+    Column("ts_ns", BigInteger, nullable=False),
+    Column("key_id", String(64), nullable=False),
+    Column("signature", LargeBinary, nullable=False),  # Ed25519 over chain.checkpoint_message(seq, hash, ts_ns)
 )
 
 api_keys = Table(

@@ -39,7 +39,8 @@ from sqlalchemy.pool import PoolProxiedConnection
 
 from portcullis.errors import StoreError
 from portcullis.flow import Record
-from portcullis.store.schema import records, sessions
+from portcullis.store.chain import CHAIN_FIELDS, GENESIS, checkpoint_message, digest
+from portcullis.store.schema import checkpoints, records, sessions
 
 log = logging.getLogger("portcullis.store")
 
@@ -143,6 +144,18 @@ def compile_statements(dialect: Dialect) -> tuple[Statement, Statement, Statemen
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    seq: int
+    hash: bytes
+    ts_ns: int
+    key_id: str
+    signature: bytes
+
+
+CHECKPOINT_COLUMNS = ("seq", "hash", "ts_ns", "key_id", "signature")
+
+
 class StoreWriter:
     def __init__(
         self,
@@ -151,6 +164,10 @@ class StoreWriter:
         max_batch: int = 2048,
         on_failure: Callable[[BaseException], None] | None = None,
         linger: float = 0.05,
+        signer: Any = None,
+        key_id: str = "",
+        checkpoint_every: int = 1000,
+        checkpoint_interval: float = 60.0,
     ) -> None:
         self._engine = engine
         self._q: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -164,6 +181,16 @@ class StoreWriter:
         self.linger = linger
         self._on_failure = on_failure
         self._record_sql, self._session_sql, self._end_sql = compile_statements(engine.dialect)
+        cp = insert(checkpoints).inline().compile(dialect=engine.dialect, column_keys=list(CHECKPOINT_COLUMNS))
+        self._checkpoint_sql = _statement(cp, engine.dialect, {c: c for c in CHECKPOINT_COLUMNS})
+        self._chain: bytes | None = None  # the last record's hash (loaded from the store on the first write)
+        self._chain_values = operator.attrgetter(*CHAIN_FIELDS)
+        self._signer = signer  # Ed25519 private key for checkpoints, or None (chain only)
+        self._key_id = key_id
+        self._checkpoint_every = checkpoint_every
+        self._checkpoint_interval = checkpoint_interval
+        self._unsealed = 0  # records written since the last checkpoint
+        self._last_checkpoint = time.monotonic()
         self._conn: PoolProxiedConnection | None = None  # the writer thread's own, for its lifetime
         self._dbapi: Any = None  # its DBAPI connection
         self._cur: Any = None  # and one cursor on it
@@ -254,6 +281,9 @@ class StoreWriter:
                     for i in range(0, len(batch), self._max_batch):
                         self._commit(batch[i : i + self._max_batch])
         finally:
+            if self._signer is not None and self._unsealed and self.healthy:
+                with contextlib.suppress(Exception):
+                    self._checkpoint(self._cursor())  # a clean shutdown seals the tail
             self._disconnect()
 
     def _cursor(self) -> Any:
@@ -285,16 +315,60 @@ class StoreWriter:
 
     def _write(self, recs: list[Record], opens: list[SessionOpen], ends: list[SessionEnd]) -> None:
         cur = self._cursor()
-        if opens:
-            s = self._session_sql
-            cur.executemany(s.sql, [s.params(o) for o in opens])
-        if recs:
-            s = self._record_sql
-            cur.executemany(s.sql, [s.params(r) for r in recs])
-        if ends:
-            s = self._end_sql
-            cur.executemany(s.sql, [s.params(e) for e in ends])
-        self._dbapi.commit()
+        if self._chain is None:
+            cur.execute("SELECT hash FROM records ORDER BY seq DESC LIMIT 1")
+            row = cur.fetchone()
+            self._chain = bytes(row[0]) if row is not None and row[0] is not None else GENESIS
+        start = self._chain
+        try:
+            if opens:
+                s = self._session_sql
+                cur.executemany(s.sql, [s.params(o) for o in opens])
+            if recs:
+                prev = start
+                values = self._chain_values
+                for r in recs:  # in the order they are inserted, which is seq order (one writer)
+                    r.prev_hash = prev
+                    prev = r.hash = digest(prev, values(r))
+                s = self._record_sql
+                cur.executemany(s.sql, [s.params(r) for r in recs])
+                self._chain = prev
+            if ends:
+                s = self._end_sql
+                cur.executemany(s.sql, [s.params(e) for e in ends])
+            self._dbapi.commit()
+        except BaseException:
+            self._chain = start  # the batch is rolled back: so is the chain
+            raise
+        self._unsealed += len(recs)
+        if (
+            self._signer is not None
+            and self._unsealed
+            and (
+                self._unsealed >= self._checkpoint_every
+                or time.monotonic() - self._last_checkpoint >= self._checkpoint_interval
+            )
+        ):
+            self._checkpoint(cur)
+
+    def _checkpoint(self, cur: Any) -> None:
+        """Sign the chain at its last record (a failure here loses no record: the next batch tries again)."""
+        try:
+            cur.execute("SELECT seq, hash FROM records ORDER BY seq DESC LIMIT 1")
+            row = cur.fetchone()
+            if row is None or row[1] is None:
+                return
+            seq, chain_hash, now = int(row[0]), bytes(row[1]), time.time_ns()
+            sig = self._signer.sign(checkpoint_message(seq, chain_hash, now))
+            s = self._checkpoint_sql
+            cur.execute(s.sql, s.params(Checkpoint(seq, chain_hash, now, self._key_id, sig)))
+            self._dbapi.commit()
+            self._unsealed = 0
+            self._last_checkpoint = time.monotonic()
+        except Exception as exc:
+            log.warning("audit checkpoint not written: %s", type(exc).__name__)
+            with contextlib.suppress(Exception):
+                self._dbapi.rollback()
 
     def _commit(self, batch: list[Entry]) -> None:
         recs: list[Record] = []

@@ -12,6 +12,8 @@ from typing import Any
 import aiohttp
 import pytest
 
+from portcullis.store.db import make_engine
+from portcullis.store.verify import verify
 from tests.support.conformance import fixture_server_argv
 from tests.support.gateway import start_gateway, write_config
 from tests.support.procs import running_process
@@ -105,3 +107,10 @@ async def test_kill_9_loses_no_received_response(tmp_path: Path) -> None:
     }
     missing = [(sid, m[:80]) for sid, m in got if (sid, m) not in recorded]
     assert not missing, f"{len(missing)} of {len(got)} received responses have no record: {missing[:5]}"
+    # and the audit chain over everything that was written, across the kill and the restart, verifies
+    engine = make_engine(store)
+    try:
+        verdict = verify(engine)
+    finally:
+        engine.dispose()
+    assert verdict.ok and verdict.records == len(recs) and verdict.unchained == 0, verdict.problems
