@@ -21,8 +21,9 @@ Variants (each one idea added to the previous, so each can be measured on its ow
 - ``driver-sql``: long-lived Connection, ``exec_driver_sql`` of the INSERT compiled once, tuples per record.
 - ``dbapi``: the current writer's DBAPI path (one long-lived DBAPI connection and cursor, ``cursor.executemany`` of
   the compiled INSERT, ``commit``), but one queue put per submit like the legacy writer.
+- ``nochain``: the current writer with the audit chain's hashing switched off (the cost of the chain, A/B).
 - ``new``: the current writer as it is (``dbapi`` + the hand-over of everything submitted in one loop pass as one
-  queue put).
+  queue put, + the audit chain).
 
 ``--profile`` also runs cProfile inside the writer thread of ``legacy`` and ``new`` at B=1 and prints the top
 functions by own time.
@@ -143,6 +144,18 @@ class DriverSqlOnLongConnection(CoreOnLongConnection):
             self._sa.exec_driver_sql(s.sql, [s.params(r) for r in recs])
 
 
+class NoChain(current.StoreWriter):
+    """The current writer without the audit chain hash (every record gets the same constant): its cost, A/B."""
+
+    def _write(self, recs: list[Any], opens: list[Any], ends: list[Any]) -> None:
+        saved = current.digest
+        current.digest = lambda prev, values: prev  # type: ignore[assignment]
+        try:
+            super()._write(recs, opens, ends)
+        finally:
+            current.digest = saved  # type: ignore[assignment]
+
+
 def variants(legacy_ref: str) -> dict[str, type]:
     out: dict[str, type] = {}
     try:
@@ -152,6 +165,7 @@ def variants(legacy_ref: str) -> dict[str, type]:
     out["core-conn"] = CoreOnLongConnection
     out["driver-sql"] = DriverSqlOnLongConnection
     out["dbapi"] = DbapiOnePutPerSubmit
+    out["nochain"] = NoChain
     out["new"] = current.StoreWriter
     return out
 

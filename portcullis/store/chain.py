@@ -37,28 +37,27 @@ CHAIN_FIELDS = (
 CHECKPOINT_DOMAIN = b"portcullis audit checkpoint v1\x00"
 
 
-def _field(h: Any, value: Any) -> None:
-    if value is None:
-        h.update(b"N")
-    elif isinstance(value, bytes | bytearray | memoryview):
-        b = bytes(value)
-        h.update(b"B" + struct.pack(">Q", len(b)) + b)
-    elif isinstance(value, bool):
-        h.update(b"T" if value else b"F")
-    elif isinstance(value, int):
-        s = str(value).encode()
-        h.update(b"I" + struct.pack(">Q", len(s)) + s)
-    else:
-        s = str(value).encode("utf-8", "surrogatepass")
-        h.update(b"S" + struct.pack(">Q", len(s)) + s)
-
-
 def digest(prev: bytes, values: Sequence[Any]) -> bytes:
-    """The hash of one record given its predecessor's hash and its field values (``CHAIN_FIELDS`` order)."""
-    h = hashlib.sha256(prev)
+    """The hash of one record given its predecessor's hash and its field values (``CHAIN_FIELDS`` order).
+
+    Each field is type-tagged and length-prefixed (``N`` none, ``I<n>;`` integer, ``B<len>:`` bytes, ``S<len>:``
+    UTF-8 text), so no two different records encode alike; one buffer, one SHA-256 call."""
+    parts = [prev]
+    add = parts.append
     for v in values:
-        _field(h, v)
-    return h.digest()
+        t = type(v)
+        if v is None:
+            add(b"N")
+        elif t is bytes or t is memoryview or t is bytearray:  # a driver may hand binary back as a view
+            add(b"B%d:" % len(v))
+            add(bytes(v))
+        elif t is int:
+            add(b"I%d;" % v)
+        else:
+            b = str(v).encode("utf-8", "surrogatepass")
+            add(b"S%d:" % len(b))
+            add(b)
+    return hashlib.sha256(b"".join(parts)).digest()
 
 
 def checkpoint_message(seq: int, chain_hash: bytes, ts_ns: int) -> bytes:
