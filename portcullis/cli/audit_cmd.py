@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
-from pathlib import Path
 
 import click
 
@@ -22,13 +20,10 @@ def audit_group() -> None:
 @click.option("--public", "public_path", required=True, type=click.Path(dir_okay=False), help="for verifiers")
 def audit_keygen(private_path: str, public_path: str) -> None:
     """Make an Ed25519 key pair: the gateway signs checkpoints with the private half; publish the public half."""
+    from portcullis.cli.keyfiles import write_key_pair
     from portcullis.store.audit_keys import keygen
 
-    priv, pub = keygen()
-    fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(priv)
-    Path(public_path).write_bytes(pub)
+    write_key_pair(private_path, public_path, *keygen())
     click.echo(f"private key: {private_path}\npublic key:  {public_path}")
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any, NoReturn
@@ -128,13 +127,10 @@ def forensic_group() -> None:
 @click.option("--public", "public_path", required=True, type=click.Path(dir_okay=False), help="for masking.forensic")
 def forensic_keygen(private_path: str, public_path: str) -> None:
     """Make an X25519 key pair: the gateway gets the public half, forensics keeps the private half elsewhere."""
+    from portcullis.cli.keyfiles import write_key_pair
     from portcullis.masking.seal import keygen
 
-    priv, pub = keygen()
-    fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(priv)
-    Path(public_path).write_bytes(pub)
+    write_key_pair(private_path, public_path, *keygen())
     click.echo(f"private key: {private_path} (keep it away from the gateway)\npublic key:  {public_path}")
 
 
