@@ -57,6 +57,7 @@ class Record:
     sealed: bytes | None = None  # the unmasked original, encrypted to the forensic key (masking.forensic)
     prev_hash: bytes | None = None  # the audit chain (store/chain.py): set by the store writer, in seq order
     hash: bytes | None = None
+    chain: str | None = None
 
 
 @dataclass(slots=True)

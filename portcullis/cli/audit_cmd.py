@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
+from typing import Any
 
 import click
 
@@ -36,18 +38,29 @@ def audit_verify(config_path: str | None, store: str | None, public_key: str | N
     """Check the chain over every record and the signed checkpoints; name the first place it is broken.
 
     Exit status 0: the trail verifies; 1: it does not (removed, inserted, re-ordered or altered records, a
-    truncated tail, a bad signature); 2: it could not be read.
+    truncated tail, a missing checkpoint, a bad signature — or checkpoints exist and no --public-key checked them);
+    2: it could not be read. SQLite stores are opened read-only.
     """
-    from portcullis.cli.main import _engine
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from portcullis.cli.main import _load
     from portcullis.store.audit_keys import load_verifier
     from portcullis.store.verify import verify
 
     try:
         key = load_verifier(public_key) if public_key else None
-    except ValueError as exc:
+    except (ValueError, OSError) as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
-    v = verify(_engine(config_path, store), key)
+    url = store or (_load(config_path).store if config_path else None)
+    if url is None:
+        click.echo("error: give --config FILE or --store URL", err=True)
+        sys.exit(2)
+    try:
+        v = verify(_read_only(url), key)
+    except SQLAlchemyError as exc:
+        click.echo(f"error: cannot read the store: {type(exc).__name__}: {str(exc).splitlines()[0]}", err=True)
+        sys.exit(2)
     if as_json:
         out = {"ok": v.ok, "records": v.records, "unchained": v.unchained, "checkpoints": v.checkpoints}
         click.echo(json.dumps({**out, "unsealed": v.unsealed, "problems": v.problems}, indent=2))
@@ -59,4 +72,22 @@ def audit_verify(config_path: str | None, store: str | None, public_key: str | N
             f"{'OK' if v.ok else 'FAILED'}: {v.records} records, {v.checkpoints} checkpoints ({signed}), "
             f"{v.unsealed} after the newest checkpoint, {v.unchained} from before the chain"
         )
+    if v.ok and v.checkpoints and key is None:
+        click.echo("error: the checkpoints' signatures were not checked: give --public-key", err=True)
+        sys.exit(1)
     sys.exit(0 if v.ok else 1)
+
+
+def _read_only(url: str) -> Any:
+    """The store as evidence: SQLite opened read-only (no file created, no WAL switched on), others as they are."""
+    from sqlalchemy import create_engine
+
+    if url.startswith("sqlite:///"):
+        path = url[len("sqlite:///") :]
+        if not Path(path).is_file():
+            click.echo(f"error: no store at {path}", err=True)
+            sys.exit(2)
+        return create_engine(f"sqlite:///file:{path}?mode=ro&uri=true")
+    from portcullis.store.db import make_engine
+
+    return make_engine(url)

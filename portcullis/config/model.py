@@ -356,6 +356,15 @@ class Config(_Strict):
                 (("auth", "mode"), f"mode 'none' is accepted only on a loopback listen address, not {self.host!r}")
             )
         out.extend(masking_problems(self.masking, set(self.servers)))
+        if self.recording.signing_key_file is not None:
+            from portcullis.store.audit_keys import load_signer
+
+            try:
+                load_signer(self.recording.signing_key_file)
+            except OSError as exc:
+                out.append((("recording", "signing_key_file"), f"cannot read it: {exc.strerror}"))
+            except (ValueError, TypeError) as exc:
+                out.append((("recording", "signing_key_file"), f"not an Ed25519 private key in PEM: {exc}"))
         return out
 
     @property

@@ -33,8 +33,8 @@ CHAIN_FIELDS = (
     "policy_version",
     "masked",
     "sealed",
+    "chain",
 )
-CHECKPOINT_DOMAIN = b"portcullis audit checkpoint v1\x00"
 
 
 def digest(prev: bytes, values: Sequence[Any]) -> bytes:
@@ -53,6 +53,8 @@ def digest(prev: bytes, values: Sequence[Any]) -> bytes:
             add(bytes(v))
         elif t is int:
             add(b"I%d;" % v)
+        elif t is not str:
+            raise TypeError(f"a record field of type {t.__name__} has no chain encoding")
         else:
             b = str(v).encode("utf-8", "surrogatepass")
             add(b"S%d:" % len(b))
@@ -60,5 +62,22 @@ def digest(prev: bytes, values: Sequence[Any]) -> bytes:
     return hashlib.sha256(b"".join(parts)).digest()
 
 
-def checkpoint_message(seq: int, chain_hash: bytes, ts_ns: int) -> bytes:
-    return CHECKPOINT_DOMAIN + struct.pack(">QQ", seq, ts_ns) + chain_hash
+CHECKPOINT_DOMAIN_V2 = b"portcullis audit checkpoint v2\x00"
+
+
+def checkpoint_message(chain: str, counter: int, prev_link: bytes, seq: int, chain_hash: bytes, ts_ns: int) -> bytes:
+    """What a checkpoint signs: its chain, its place in that chain's run of checkpoints (counter and a link to the
+    previous one's signature), the record it seals and that record's chain hash."""
+    name = chain.encode()
+    return (
+        CHECKPOINT_DOMAIN_V2
+        + struct.pack(">H", len(name))
+        + name
+        + struct.pack(">QQQ", counter, seq, ts_ns)
+        + prev_link
+        + chain_hash
+    )
+
+
+def link(signature: bytes) -> bytes:
+    return hashlib.sha256(signature).digest()

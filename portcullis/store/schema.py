@@ -49,6 +49,7 @@ records = Table(
     Column("sealed", LargeBinary),
     Column("prev_hash", LargeBinary),  # the audit chain: the previous record's hash (store/chain.py)
     Column("hash", LargeBinary),
+    Column("chain", String(64)),  # which writer's chain (the gateway's, the CLI's; one per replica later)
 )
 
 checkpoints = Table(
@@ -59,7 +60,10 @@ checkpoints = Table(
     Column("hash", LargeBinary, nullable=False),  # that record's chain hash
     Column("ts_ns", BigInteger, nullable=False),
     Column("key_id", String(64), nullable=False),
-    Column("signature", LargeBinary, nullable=False),  # Ed25519 over chain.checkpoint_message(seq, hash, ts_ns)
+    Column("signature", LargeBinary, nullable=False),  # Ed25519 over chain.checkpoint_message(...)
+    Column("chain", String(64)),
+    Column("counter", BigInteger),  # 1, 2, 3, … per chain: a missing checkpoint shows
+    Column("prev_link", LargeBinary),  # SHA-256 of the previous checkpoint's signature in this chain
 )
 
 api_keys = Table(
@@ -138,6 +142,7 @@ Index("ix_grants_match", grants.c.requester_key, grants.c.server, grants.c.expir
 Index("ix_approvals_match", approvals.c.requester_key, approvals.c.args_digest, approvals.c.state)
 Index("ix_approvals_state_created", approvals.c.state, approvals.c.created_ns)
 Index("ix_approval_votes_approval", approval_votes.c.approval_id)
+Index("ix_records_chain_seq", records.c.chain, records.c.seq)
 Index("ix_records_session_seq", records.c.session_id, records.c.seq)
 Index("ix_records_ts", records.c.ts_ns)
 Index("ix_sessions_created", sessions.c.created_ns)

@@ -1,13 +1,17 @@
-"""Verify the audit trail: the hash chain over every record, and the signed checkpoints.
+"""Verify the audit trail: each writer's hash chain over its records, and its run of signed checkpoints.
 
-Problems are named at the first record where they show:
+Problems are named where they show:
 
-- ``removed, inserted or re-ordered before seq N``: N's predecessor hash is not the hash of the record before it;
+- ``chain C broken between seq M and N``: N's predecessor hash is not the hash of C's record before it (a record
+  removed, inserted or re-ordered there);
 - ``seq N altered``: N's own hash does not match its fields;
-- ``checkpoint at seq N``: its signature does not verify, its record is gone, or its hash is not the chain's there;
-- ``tail truncated``: the newest checkpoint seals a record beyond the last one left.
+- ``seq N has no chain hash``: a record added after the chain began, outside the writers;
+- ``checkpoint C#k``: its signature does not verify, one before it is missing (the counters and links of a chain's
+  checkpoints must run 1, 2, 3 … unbroken), its record is gone, or the chain there is not what was signed;
+- ``tail truncated``: a checkpoint seals a record beyond the chain's last one.
 
-Records after the newest checkpoint are chained but not yet sealed; the result says how many.
+Records after a chain's newest checkpoint are chained but not yet sealed; the verdict says how many. Cutting the
+newest checkpoints together with the tail is only caught against a copy of the checkpoints kept elsewhere.
 """
 
 from __future__ import annotations
@@ -18,18 +22,19 @@ from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, select
 
-from portcullis.store.chain import CHAIN_FIELDS, GENESIS, checkpoint_message, digest
+from portcullis.store.chain import CHAIN_FIELDS, GENESIS, checkpoint_message, digest, link
 from portcullis.store.schema import checkpoints, records
 
 
 @dataclass(slots=True)
 class Verdict:
     records: int = 0
-    unchained: int = 0  # records written before the chain existed (no hash)
+    unchained: int = 0  # records written before the chain existed (no hash, before any hashed record)
     checkpoints: int = 0
-    unsealed: int = 0  # records after the newest verified checkpoint
+    unsealed: int = 0  # records after their chain's newest verified checkpoint
+    chains: int = 0
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -46,52 +51,67 @@ def _rows(engine: Engine) -> Iterator[Any]:
 
 def verify(engine: Engine, public_key: Ed25519PublicKey | None = None, max_problems: int = 20) -> Verdict:
     v = Verdict()
-    hashes: dict[int, bytes] = {}
     with engine.connect() as conn:
-        cps = list(conn.execute(select(checkpoints).order_by(checkpoints.c.seq)).mappings())
-    wanted = {int(c["seq"]) for c in cps}
-    prev = GENESIS
-    last_seq = 0
+        cps = [dict(c) for c in conn.execute(select(checkpoints).order_by(checkpoints.c.id)).mappings()]
+    wanted = {(c["chain"], int(c["seq"])) for c in cps}
+    hashes: dict[tuple[str, int], bytes] = {}
+    heads: dict[str, tuple[int, bytes]] = {}  # chain -> (seq, hash) of its last record so far
+    counts: dict[str, list[int]] = {}  # chain -> seqs (for the unsealed count)
+    chain_at = CHAIN_FIELDS.index("chain") + 3
+    started = False
     for row in _rows(engine):
         v.records += 1
         seq, prev_hash, own = int(row[0]), row[1], row[2]
-        last_seq = seq
         if own is None:
-            v.unchained += 1
+            if started:
+                v.problems.append(f"seq {seq} has no chain hash (added outside the gateway's writers?)")
+            else:
+                v.unchained += 1
             continue
+        started = True
+        chain = row[chain_at] or "-"
+        last_seq, prev = heads.get(chain, (0, GENESIS))
         prev_hash, own = bytes(prev_hash) if prev_hash is not None else b"", bytes(own)
         if prev_hash != prev:
-            v.problems.append(f"record removed, inserted or re-ordered before seq {seq}")
+            v.problems.append(
+                f"chain {chain} broken between seq {last_seq} and {seq} (removed, inserted or re-ordered)"
+            )
         elif digest(prev_hash, row[3:]) != own:
             v.problems.append(f"seq {seq} altered (its hash does not match its fields)")
-        prev = own
-        if seq in wanted:
-            hashes[seq] = own
+        heads[chain] = (seq, own)
+        counts.setdefault(chain, []).append(seq)
+        if (chain, seq) in wanted:
+            hashes[(chain, seq)] = own
         if len(v.problems) >= max_problems:
             return v
-    newest_ok = 0
+    v.chains = len(heads)
+    newest: dict[str, int] = {}
+    runs: dict[str, tuple[int, bytes]] = {}  # chain -> (counter, link) of its last checkpoint seen
     for c in cps:
-        seq = int(c["seq"])
+        chain, seq, counter = c["chain"] or "-", int(c["seq"]), int(c["counter"] or 0)
+        name = f"checkpoint {chain}#{counter} (seq {seq})"
         v.checkpoints += 1
+        prev_counter, prev_link = runs.get(chain, (0, GENESIS))
+        runs[chain] = (counter, link(bytes(c["signature"])))
         if public_key is not None:
-            try:
-                public_key.verify(bytes(c["signature"]), checkpoint_message(seq, bytes(c["hash"]), int(c["ts_ns"])))
-            except InvalidSignature:
-                v.problems.append(f"checkpoint at seq {seq}: the signature does not verify")
-                continue
-        if seq > last_seq:
-            v.problems.append(
-                f"tail truncated: the checkpoint at seq {seq} seals records beyond the last one, {last_seq}"
+            msg = checkpoint_message(
+                chain, counter, bytes(c["prev_link"] or b""), seq, bytes(c["hash"]), int(c["ts_ns"])
             )
-        elif seq not in hashes:
-            v.problems.append(f"checkpoint at seq {seq}: that record is missing")
-        elif hashes[seq] != bytes(c["hash"]):
-            v.problems.append(f"checkpoint at seq {seq}: the chain there does not match what was signed")
+            try:
+                public_key.verify(bytes(c["signature"]), msg)
+            except InvalidSignature:
+                v.problems.append(f"{name}: the signature does not verify")
+                continue
+        if counter != prev_counter + 1 or bytes(c["prev_link"] or b"") != prev_link:
+            v.problems.append(f"{name}: the checkpoint before it is missing or was replaced")
+        last = heads.get(chain, (0, GENESIS))[0]
+        if seq > last:
+            v.problems.append(f"tail truncated: {name} seals records beyond the chain's last, seq {last}")
+        elif (chain, seq) not in hashes:
+            v.problems.append(f"{name}: that record is missing")
+        elif hashes[(chain, seq)] != bytes(c["hash"]):
+            v.problems.append(f"{name}: the chain there does not match what was signed")
         else:
-            newest_ok = max(newest_ok, seq)
-    if newest_ok:
-        with engine.connect() as conn:
-            v.unsealed = int(conn.execute(select(func.count()).where(records.c.seq > newest_ok)).scalar_one())
-    else:
-        v.unsealed = v.records - v.unchained
+            newest[chain] = max(newest.get(chain, 0), seq)
+    v.unsealed = sum(sum(1 for s in seqs if s > newest.get(chain, 0)) for chain, seqs in counts.items())
     return v

@@ -39,7 +39,7 @@ from sqlalchemy.pool import PoolProxiedConnection
 
 from portcullis.errors import StoreError
 from portcullis.flow import Record
-from portcullis.store.chain import CHAIN_FIELDS, GENESIS, checkpoint_message, digest
+from portcullis.store.chain import CHAIN_FIELDS, GENESIS, checkpoint_message, digest, link
 from portcullis.store.schema import checkpoints, records, sessions
 
 log = logging.getLogger("portcullis.store")
@@ -151,9 +151,12 @@ class Checkpoint:
     ts_ns: int
     key_id: str
     signature: bytes
+    chain: str
+    counter: int
+    prev_link: bytes
 
 
-CHECKPOINT_COLUMNS = ("seq", "hash", "ts_ns", "key_id", "signature")
+CHECKPOINT_COLUMNS = ("seq", "hash", "ts_ns", "key_id", "signature", "chain", "counter", "prev_link")
 
 
 class StoreWriter:
@@ -168,6 +171,7 @@ class StoreWriter:
         key_id: str = "",
         checkpoint_every: int = 1000,
         checkpoint_interval: float = 60.0,
+        chain_id: str = "gateway",
     ) -> None:
         self._engine = engine
         self._q: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -183,7 +187,16 @@ class StoreWriter:
         self._record_sql, self._session_sql, self._end_sql = compile_statements(engine.dialect)
         cp = insert(checkpoints).inline().compile(dialect=engine.dialect, column_keys=list(CHECKPOINT_COLUMNS))
         self._checkpoint_sql = _statement(cp, engine.dialect, {c: c for c in CHECKPOINT_COLUMNS})
-        self._chain: bytes | None = None  # the last record's hash (loaded from the store on the first write)
+        self.chain_id = chain_id  # this writer's chain (one writer per chain)
+        ph = "?" if engine.dialect.paramstyle == "qmark" else "%s"
+        self._head_sql = f"SELECT hash FROM records WHERE chain = {ph} AND hash IS NOT NULL ORDER BY seq DESC LIMIT 1"
+        self._head_seq_sql = (
+            f"SELECT seq, hash FROM records WHERE chain = {ph} AND hash IS NOT NULL ORDER BY seq DESC LIMIT 1"
+        )
+        self._last_cp_sql = f"SELECT counter, signature FROM checkpoints WHERE chain = {ph} ORDER BY id DESC LIMIT 1"
+        self._cp_counter: int | None = None  # this chain's last checkpoint (loaded on the first checkpoint)
+        self._cp_link = GENESIS
+        self._chain: bytes | None = None  # the last record's hash (loaded from the store before a batch)
         self._chain_values = operator.attrgetter(*CHAIN_FIELDS)
         self._signer = signer  # Ed25519 private key for checkpoints, or None (chain only)
         self._key_id = key_id
@@ -262,7 +275,13 @@ class StoreWriter:
         stop = False
         try:
             while not stop:
-                first = q.get()
+                try:
+                    first = q.get(timeout=self._idle_wait())
+                except queue.Empty:  # idle with an unsealed tail: seal it now, not at the next traffic
+                    if self._signer is not None and self._unsealed and self.healthy:
+                        with contextlib.suppress(Exception):
+                            self._checkpoint(self._cursor())
+                    continue
                 if first is _STOP:
                     break
                 batch: list[Entry] = first
@@ -285,6 +304,11 @@ class StoreWriter:
                 with contextlib.suppress(Exception):
                     self._checkpoint(self._cursor())  # a clean shutdown seals the tail
             self._disconnect()
+
+    def _idle_wait(self) -> float | None:
+        if self._signer is None or not self._unsealed:
+            return None
+        return max(0.0, self._last_checkpoint + self._checkpoint_interval - time.monotonic())
 
     def _cursor(self) -> Any:
         if self._cur is None:
@@ -316,9 +340,9 @@ class StoreWriter:
     def _write(self, recs: list[Record], opens: list[SessionOpen], ends: list[SessionEnd]) -> None:
         cur = self._cursor()
         if self._chain is None:
-            cur.execute("SELECT hash FROM records ORDER BY seq DESC LIMIT 1")
+            cur.execute(self._head_sql, (self.chain_id,))
             row = cur.fetchone()
-            self._chain = bytes(row[0]) if row is not None and row[0] is not None else GENESIS
+            self._chain = bytes(row[0]) if row is not None else GENESIS
         start = self._chain
         try:
             if opens:
@@ -327,7 +351,9 @@ class StoreWriter:
             if recs:
                 prev = start
                 values = self._chain_values
-                for r in recs:  # in the order they are inserted, which is seq order (one writer)
+                chain_id = self.chain_id
+                for r in recs:  # in the order they are inserted, which is seq order (one writer per chain)
+                    r.chain = chain_id
                     r.prev_hash = prev
                     prev = r.hash = digest(prev, values(r))
                 s = self._record_sql
@@ -338,7 +364,8 @@ class StoreWriter:
                 cur.executemany(s.sql, [s.params(e) for e in ends])
             self._dbapi.commit()
         except BaseException:
-            self._chain = start  # the batch is rolled back: so is the chain
+            # rolled back (or not: a commit can fail after it took effect): read the head again before the next batch
+            self._chain = None
             raise
         self._unsealed += len(recs)
         if (
@@ -352,21 +379,32 @@ class StoreWriter:
             self._checkpoint(cur)
 
     def _checkpoint(self, cur: Any) -> None:
-        """Sign the chain at its last record (a failure here loses no record: the next batch tries again)."""
+        """Sign this chain at its last record, linked to the previous checkpoint (a failure here loses no record:
+        the next batch, or the next idle tick, tries again)."""
         try:
-            cur.execute("SELECT seq, hash FROM records ORDER BY seq DESC LIMIT 1")
+            cur.execute(self._head_seq_sql, (self.chain_id,))
             row = cur.fetchone()
-            if row is None or row[1] is None:
+            if row is None:
                 return
             seq, chain_hash, now = int(row[0]), bytes(row[1]), time.time_ns()
-            sig = self._signer.sign(checkpoint_message(seq, chain_hash, now))
+            if self._cp_counter is None:
+                cur.execute(self._last_cp_sql, (self.chain_id,))
+                last = cur.fetchone()
+                self._cp_counter = int(last[0]) if last is not None and last[0] is not None else 0
+                self._cp_link = link(bytes(last[1])) if last is not None else GENESIS
+            counter = self._cp_counter + 1
+            msg = checkpoint_message(self.chain_id, counter, self._cp_link, seq, chain_hash, now)
+            sig = self._signer.sign(msg)
             s = self._checkpoint_sql
-            cur.execute(s.sql, s.params(Checkpoint(seq, chain_hash, now, self._key_id, sig)))
+            cp = Checkpoint(seq, chain_hash, now, self._key_id, sig, self.chain_id, counter, self._cp_link)
+            cur.execute(s.sql, s.params(cp))
             self._dbapi.commit()
+            self._cp_counter, self._cp_link = counter, link(sig)
             self._unsealed = 0
             self._last_checkpoint = time.monotonic()
         except Exception as exc:
             log.warning("audit checkpoint not written: %s", type(exc).__name__)
+            self._cp_counter = None
             with contextlib.suppress(Exception):
                 self._dbapi.rollback()
 

@@ -243,6 +243,7 @@ def test_statements_are_compiled_per_dialect() -> None:
         None,
         None,
         None,
+        None,
     )
     assert end.params(SessionEnd("S", 3, "why")) == (3, "why", "S")  # SET ended_ns, end_reason WHERE id
     pins, popen, pend = compile_statements(postgresql.psycopg.dialect())
