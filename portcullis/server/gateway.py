@@ -33,6 +33,7 @@ from portcullis.policy.load import load_policy_text
 from portcullis.server.sessions import GatewaySession, SessionTable
 from portcullis.server.translation import EraProbe, SharedUpstream
 from portcullis.store import apikeys
+from portcullis.store.chain import SESSION_CHAINED
 from portcullis.store.writer import Item, SessionEnd, SessionOpen, StoreWriter
 from portcullis.tasks import spawn
 from portcullis.upstream import h1
@@ -540,20 +541,20 @@ class Gateway:
 
     async def open_session(self, s: GatewaySession, client_info: str | None) -> None:
         self.sessions.add(s)
+        row = SessionOpen(
+            id=s.id,
+            server=s.server,
+            era=s.era.value,
+            protocol_version=s.protocol_version,
+            client_info=client_info,
+            principal=None,
+            upstream_session=s.upstream_session,
+            created_ns=time.time_ns(),
+        )
+        # the session row travels in its chained open record too, so that verification can check the table
+        copy = orjson.dumps({k: getattr(row, k) for k in SESSION_CHAINED})
         await self.commit(
-            [
-                SessionOpen(
-                    id=s.id,
-                    server=s.server,
-                    era=s.era.value,
-                    protocol_version=s.protocol_version,
-                    client_info=client_info,
-                    principal=None,
-                    upstream_session=s.upstream_session,
-                    created_ns=time.time_ns(),
-                ),
-                event_record(s.server, s.id, "session_open", f"protocol {s.protocol_version}"),
-            ]
+            [row, event_record(s.server, s.id, "session_open", f"protocol {s.protocol_version}", payload=copy)]
         )
 
     async def end_session(self, s: GatewaySession, reason: str, *, notify_upstream: bool = True) -> None:

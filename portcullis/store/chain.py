@@ -62,6 +62,8 @@ def digest(prev: bytes, values: Sequence[Any]) -> bytes:
     return hashlib.sha256(b"".join(parts)).digest()
 
 
+# the columns of a sessions row that its chained session_open record carries a copy of (verify checks the table)
+SESSION_CHAINED = ("id", "server", "era", "protocol_version", "client_info", "principal", "upstream_session")
 CHECKPOINT_DOMAIN_V2 = b"portcullis audit checkpoint v2\x00"
 
 

@@ -20,12 +20,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import Engine, select
 
-from portcullis.store.chain import CHAIN_FIELDS, GENESIS, checkpoint_message, digest, link
-from portcullis.store.schema import checkpoints, records
+from portcullis.store.chain import CHAIN_FIELDS, GENESIS, SESSION_CHAINED, checkpoint_message, digest, link
+from portcullis.store.schema import checkpoints, records, sessions
 
 
 @dataclass(slots=True)
@@ -114,4 +115,28 @@ def verify(engine: Engine, public_key: Ed25519PublicKey | None = None, max_probl
         else:
             newest[chain] = max(newest.get(chain, 0), seq)
     v.unsealed = sum(sum(1 for s in seqs if s > newest.get(chain, 0)) for chain, seqs in counts.items())
+    _check_sessions(engine, v)
     return v
+
+
+def _check_sessions(engine: Engine, v: Verdict) -> None:
+    """The sessions table against the copies of its rows in the chained ``session_open`` records."""
+    with engine.connect() as conn:
+        opened = {
+            r.session_id: r.payload
+            for r in conn.execute(
+                select(records.c.session_id, records.c.payload).where(
+                    records.c.kind == "session_open", records.c.hash.is_not(None)
+                )
+            )
+        }
+        for row in conn.execute(select(sessions)).mappings():
+            copy = opened.get(row["id"])
+            if copy is None:
+                continue  # opened before sessions were chained
+            try:
+                chained = orjson.loads(copy)
+            except orjson.JSONDecodeError:
+                continue  # an older open record (no copy of the row)
+            if any(chained.get(k) != row[k] for k in SESSION_CHAINED):
+                v.problems.append(f"session {row['id']}: the sessions table differs from its chained open record")

@@ -11,8 +11,10 @@ from typing import Any
 
 import aiohttp
 import pytest
+from sqlalchemy import select, update
 
 from portcullis.store.db import make_engine
+from portcullis.store.schema import sessions
 from portcullis.store.verify import verify
 from tests.support.conformance import fixture_server_argv
 from tests.support.gateway import start_gateway, write_config
@@ -111,6 +113,11 @@ async def test_kill_9_loses_no_received_response(tmp_path: Path) -> None:
     engine = make_engine(store)
     try:
         verdict = verify(engine)
+        assert verdict.ok and verdict.records == len(recs) and verdict.unchained == 0, verdict.problems
+        # the sessions table is checked against the copies of its rows in the chained open records
+        with engine.begin() as conn:
+            sid = conn.execute(select(sessions.c.id).limit(1)).scalar_one()
+            conn.execute(update(sessions).where(sessions.c.id == sid).values(client_info='{"name": "forged"}'))
+        assert f"session {sid}: the sessions table differs from its chained open record" in verify(engine).problems
     finally:
         engine.dispose()
-    assert verdict.ok and verdict.records == len(recs) and verdict.unchained == 0, verdict.problems
