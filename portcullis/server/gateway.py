@@ -19,7 +19,7 @@ from portcullis.approvals.book import ApprovalBook
 from portcullis.approvals.model import APPROVED, DENIED, PENDING, WITHDRAWN, Hold
 from portcullis.approvals.notify import Notifier, WebhookTarget
 from portcullis.approvals.tasks import HeldTasks
-from portcullis.config.model import Config, MaskingConfig, ServerConfig
+from portcullis.config.model import Config, ServerConfig
 from portcullis.errors import StoreError, UpstreamError
 from portcullis.flow import Flow, Outcome, Record
 from portcullis.identity.edge import METADATA_PATH, Authenticator
@@ -92,14 +92,13 @@ BREAK_GLASS_HEADER = "Portcullis-Break-Glass"
 MAX_JUSTIFICATION = 1000
 
 
-def build_pipeline(names: list[str], policy: PolicyStore, masking: MaskingConfig | None = None) -> Pipeline:
+def build_pipeline(names: list[str], policy: PolicyStore, mask: MaskStage) -> Pipeline:
     """The stages in the configured order (config.pipeline), each built with what it needs."""
-    mcfg = masking if masking is not None else MaskingConfig()
     factories: dict[str, Callable[[], Stage]] = {
         "record": RecordStage,
         "bind": BindStage,
         "authz": lambda: AuthzStage(lambda: policy.engine),
-        "mask": lambda: MaskStage(build_masker(mcfg), build_sealer(mcfg)),
+        "mask": lambda: mask,
     }
     return Pipeline([factories[n]() for n in names])
 
@@ -126,14 +125,17 @@ class Gateway:
         self.config = config
         self.engine = engine
         self.policy = load_policy_store(config)
-        self.pipeline = build_pipeline(config.pipeline, self.policy, config.masking)
+        # one masker (compiled once): the mask stage's, also used for the held arguments approvers read
+        self._masker = build_masker(config.masking)
+        self.pipeline = build_pipeline(
+            config.pipeline, self.policy, MaskStage(self._masker, build_sealer(config.masking))
+        )
         self.writer = StoreWriter(engine, **audit_signing(config))
         self.sessions = SessionTable(config.limits.max_sessions)
         a = config.approvals
         self.approvals = ApprovalBook(engine, a.ttl, a.release_window, a.required)
         self._decisions: dict[str, asyncio.Event] = {}  # approval id -> set when it is decided (in this process)
         self.held_tasks = HeldTasks()  # tasks the gateway minted for held calls (2026-07-28 tasks extension)
-        self._masker = build_masker(config.masking)  # for the arguments approvers read (masked)
         self.notifier = build_notifier(config, self._notified) if a.webhooks else None
         self._notify_where: dict[str, tuple[str, str | None]] = {}  # approval id -> (server, session) for the record
         self.durable = config.recording.durability == "commit"
@@ -336,7 +338,7 @@ class Gateway:
         flow: Flow,
         headers: Mapping[str, str] | None = None,
         progress: Callable[[int, str], Awaitable[None]] | None = None,
-        waiter: Waiter | None = None,
+        cancel_slot: tuple[dict[object, Any], object] | None = None,
         wait: bool = True,
         open_request: bool = True,
     ) -> int:
@@ -386,7 +388,14 @@ class Gateway:
             self.notify_approval("requested", {**req, "approvers": list(hold.approvers)})
         if req["state"] == PENDING and self.config.approvals.wait > 0 and wait:
             try:
-                decided = await self._await_decision(req["id"], progress, waiter)
+                waiter = Waiter()  # the client's notifications/cancelled for this request withdraws it
+                slots, key = cancel_slot if cancel_slot is not None else ({}, None)
+                slots.setdefault(key, waiter)
+                try:
+                    decided = await self._await_decision(req["id"], progress, waiter)
+                finally:
+                    if slots.get(key) is waiter:
+                        del slots[key]
                 if decided == WITHDRAWN:
                     await asyncio.to_thread(self.approvals.withdraw, req["id"])
                     self.record_event(flow.server, flow.session_id, "approval_withdrawn", f"{req['id']}: cancelled")

@@ -24,7 +24,7 @@ from portcullis.flow import Direction, Flow, Outcome
 from portcullis.identity.edge import Caller, www_authenticate
 from portcullis.identity.tokens import AuthError
 from portcullis.pipeline.record import event_record, message_record
-from portcullis.server.gateway import Gateway, Waiter
+from portcullis.server.gateway import Gateway
 from portcullis.server.sessions import GatewaySession, StreamBuffer, mint_session_id
 from portcullis.server.translation import LocalReply, stateless_send
 from portcullis.upstream.http import HttpReply, Priming
@@ -376,14 +376,7 @@ class McpEndpoint:
             if flow.response is None:
                 await gw.record_request(flow.records)
                 reply = await self._send_upstream(headers, server, flow, None)
-                try:
-                    if isinstance(reply, HttpReply) and not reply.streaming:
-                        one = await reply.single() if reply.status != 202 else None
-                        msgs = [one] if one is not None else []
-                    else:
-                        msgs = [m async for m in reply if isinstance(m, Message)]
-                finally:
-                    await reply.aclose()
+                msgs = await _reply_messages(reply)
                 final = next((m for m in msgs if m.kind.is_response and m.id == msg.id), None)
                 if final is None:
                     raise UpstreamError(errors.UPSTREAM_PROTOCOL_ERROR, "upstream answered without a response")
@@ -522,15 +515,9 @@ class McpEndpoint:
         )
         early: list[Any] = []  # [response, writer] once a held call's progress opened an SSE stream
         progress = self._hold_progress(request, server, msg, session, early)
-        waiter = None
-        if session is not None and msg.kind is Kind.REQUEST:
-            waiter = Waiter()  # the client's notifications/cancelled for this id withdraws a waiting held call
-            session.inflight.setdefault(request_key(msg.id), waiter)
-        try:
-            seen = await gw.run_request(flow, request.headers, progress, waiter, wait=not tasks_mode)
-        finally:
-            if waiter is not None and session is not None and session.inflight.get(request_key(msg.id)) is waiter:
-                del session.inflight[request_key(msg.id)]
+        # a held call that waits registers itself here, so that notifications/cancelled for its id withdraws it
+        slot = (session.inflight, request_key(msg.id)) if session is not None and msg.kind is Kind.REQUEST else None
+        seen = await gw.run_request(flow, request.headers, progress, slot, wait=not tasks_mode)
         if tasks_mode:
             self._task_for_held(flow, server, request.headers, version)
         if early:
@@ -678,17 +665,11 @@ class McpEndpoint:
     ) -> web.StreamResponse:
         gw = self.gw
         try:
-            if isinstance(reply, HttpReply):  # the common case: one JSON body, no async iteration
-                one = await reply.single() if reply.status != 202 else None
-                msgs = [one] if one is not None else []
-            else:
-                msgs = [m async for m in reply if isinstance(m, Message)]
+            msgs = await _reply_messages(reply)
         except UpstreamError as exc:
             if reply.status >= 400:
                 exc = UpstreamError(exc.code, f"upstream answered HTTP {reply.status} with no JSON-RPC response")
             return await self._answer_upstream_error(flow, seen, exc)
-        finally:
-            await reply.aclose()
         final = next((m for m in msgs if m.kind.is_response and m.id == flow.request.id), None)
         if final is None:
             return await self._answer_upstream_error(
@@ -1047,6 +1028,18 @@ class _StreamJob:
                 # cancels it upstream if it is still open (unless the client's own cancel already went there)
                 self.session.channel.forget(self.reply, notify=not self.cancelled)
         self.writer.close()
+
+
+async def _reply_messages(reply: Any) -> list[Message]:
+    """Every message of a reply that is read whole (one JSON body, the common case, without async iteration; else
+    the messages of its stream), the reply closed afterwards. Raises UpstreamError."""
+    try:
+        if isinstance(reply, HttpReply) and not reply.streaming:
+            one = await reply.single() if reply.status != 202 else None
+            return [one] if one is not None else []
+        return [m async for m in reply if isinstance(m, Message)]
+    finally:
+        await reply.aclose()
 
 
 class _ClientWriter:
