@@ -58,6 +58,7 @@ class Record:
     prev_hash: bytes | None = None  # the audit chain (store/chain.py): set by the store writer, in seq order
     hash: bytes | None = None
     chain: str | None = None
+    seq: int | None = None  # the store's number for it, known after commit (only when an export listens)
 
 
 @dataclass(slots=True)

@@ -15,6 +15,7 @@ origin only (``scheme://host:port``), and never show a message.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import threading
@@ -263,6 +264,24 @@ class Notifier:
         except RuntimeError:  # the loop closed meanwhile
             for t in self.targets:
                 self._report(approval_id, t.origin, False, "dropped: notifier not running")
+
+    def alert(self, ref: str, event: str, body: Mapping[str, Any], text: str) -> None:
+        """Queue an operational alert (not about an approval): ``body`` for JSON targets, ``text`` for Slack ones.
+        Never blocks, never raises; callable from any thread."""
+        try:
+            bodies = {"json": orjson.dumps({"event": event, **body}), "slack": orjson.dumps({"text": _cut(text, 3000)})}
+        except Exception as exc:
+            log.warning("%s alert not built (%s)", event, type(exc).__name__)
+            return
+        loop = self._loop
+        if loop is None or self._closing or loop.is_closed():
+            log.warning("%s alert dropped: notifier not running", event)
+            return
+        if threading.get_ident() == self._loop_thread:
+            self._enqueue(ref, event, bodies)
+            return
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+            loop.call_soon_threadsafe(self._enqueue, ref, event, bodies)
 
     def _enqueue(self, approval_id: str, event: str, bodies: Mapping[str, bytes]) -> None:
         for t in self.targets:

@@ -184,8 +184,125 @@ class RecordingConfig(_Strict):
         description="Ed25519 private key (PEM) that signs audit checkpoints (portcullis audit keygen); without it "
         "the chain is kept but not sealed",
     )
+    signing_key_env: str | None = Field(
+        default=None,
+        description="environment variable holding the Ed25519 private key (PEM) instead of signing_key_file (a "
+        "Kubernetes Secret mounted as an env var)",
+    )
     checkpoint_every: int = Field(default=1000, gt=0, description="records between signed checkpoints")
     checkpoint_interval: float = Field(default=60.0, gt=0, description="seconds between checkpoints (at most)")
+    export: list[ExportSink] = Field(
+        default_factory=list,
+        description="where committed records (and checkpoints) are also streamed: jsonl files, an OTLP logs "
+        "endpoint, a webhook; the store stays the source of truth",
+    )
+    retention: RetentionConfig | None = Field(
+        default=None, description="prune old records up to a checkpoint (the chain stays verifiable)"
+    )
+    alerts: list[WebhookConfig] = Field(
+        default_factory=list,
+        description="webhooks told when the recording store fails (traffic is refused) and when it recovers",
+    )
+
+    @model_validator(mode="after")
+    def _one_key_source(self) -> RecordingConfig:
+        if self.signing_key_file is not None and self.signing_key_env is not None:
+            raise ValueError("give signing_key_file or signing_key_env, not both")
+        return self
+
+
+class ExportCommon(_Strict):
+    buffer: int = Field(
+        default=10000,
+        gt=0,
+        le=10_000_000,
+        description="records held while the destination is behind or down; beyond this the oldest are dropped "
+        "(and counted)",
+    )
+    checkpoints: bool = Field(default=True, description="also export signed checkpoints (for verifying the copy)")
+
+
+class JsonlExport(ExportCommon):
+    type: Literal["jsonl"]
+    path: str = Field(description="file the records are appended to, one JSON object per line")
+    max_bytes: int = Field(default=100 * 1024 * 1024, gt=0, description="rotate when the file reaches this size")
+    keep: int = Field(default=10, ge=1, le=10000, description="rotated files kept (PATH.1 … PATH.N)")
+    fsync: bool = Field(default=False, description="fsync after each batch")
+
+
+class HttpExport(ExportCommon):
+    headers_from_env: dict[str, str] = Field(
+        default_factory=dict, description="header -> environment variable holding its value"
+    )
+    timeout: float = Field(default=10.0, gt=0)
+    batch: int = Field(default=512, gt=0, le=100000, description="records per request (at most)")
+    retry_max: float = Field(default=30.0, gt=0, description="the longest wait between retries, seconds")
+
+
+class OtlpExport(HttpExport):
+    type: Literal["otlp"]
+    endpoint: str = Field(description="OTLP/HTTP logs endpoint, e.g. http://collector:4318/v1/logs")
+
+    @field_validator("endpoint")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if not re.match(r"^https?://", v):
+            raise ValueError("expected an http:// or https:// URL")
+        return v
+
+
+class WebhookExport(HttpExport):
+    type: Literal["webhook"]
+    url: str = Field(description="where batches are POSTed as JSON, or env:VARIABLE holding it")
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if v.startswith("env:") or re.match(r"^https?://", v):
+            return v
+        raise ValueError("expected an http:// or https:// URL, or env:VARIABLE holding one")
+
+
+ExportSink = Annotated[JsonlExport | OtlpExport | WebhookExport, Field(discriminator="type")]
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_duration(text: str | float) -> float:
+    """``90d``, ``12h``, ``30m``, ``45s``, ``2w`` or plain seconds; ValueError with what was expected."""
+    if isinstance(text, int | float):
+        value = float(text)
+    else:
+        t = text.strip().lower()
+        try:
+            value = float(t[:-1]) * _UNITS[t[-1]] if t and t[-1] in _UNITS else float(t)
+        except ValueError:
+            raise ValueError(f"expected a duration such as 90d, 12h, 30m or seconds, got {text!r}") from None
+    if not value > 0:
+        raise ValueError("a duration must be positive")
+    return value
+
+
+class RetentionConfig(_Strict):
+    max_age: float | None = Field(
+        default=None, description="how long a record is kept (at least): seconds, or 90d / 12h / 30m / 2w"
+    )
+    max_bytes: int | None = Field(
+        default=None, gt=0, description="payload bytes kept in the store (the oldest are pruned first)"
+    )
+    interval: float = Field(default=3600.0, gt=0, description="seconds between retention passes")
+
+    @field_validator("max_age", mode="before")
+    @classmethod
+    def _duration(cls, v: object) -> object:
+        return v if v is None or isinstance(v, bool) else parse_duration(v)  # type: ignore[arg-type]
+
+    @model_validator(mode="after")
+    def _some_limit(self) -> RetentionConfig:
+        if self.max_age is None and self.max_bytes is None:
+            raise ValueError("give max_age or max_bytes (or both)")
+        return self
 
 
 class WebhookConfig(_Strict):

@@ -21,6 +21,7 @@ from portcullis.store.db import ensure_schema, make_engine
 log = logging.getLogger("portcullis")
 
 GATEWAY_KEY = web.AppKey("gateway", Gateway)
+AUDIT_KEY_PATH = "/.well-known/portcullis-audit-key"  # the public half of the checkpoint signing key
 
 
 def build_app(config: Config) -> web.Application:
@@ -41,6 +42,7 @@ def build_app(config: Config) -> web.Application:
     app.router.add_get(DEV_PATH + "/.well-known/openid-configuration", _dev_discovery)
     AdminApi(gw).routes(app)
     app.router.add_get("/healthz", _healthz)
+    app.router.add_get(AUDIT_KEY_PATH, _audit_key)
     app.router.add_get("/readyz", _readyz)
 
     async def on_startup(_app: web.Application) -> None:
@@ -85,6 +87,15 @@ async def _dev_discovery(request: web.Request) -> web.Response:
         return web.json_response({"error": "not_found"}, status=404)
     issuer = gw.auth.dev_issuer
     return web.json_response({"issuer": issuer, "jwks_uri": issuer + "/jwks.json"})
+
+
+async def _audit_key(request: web.Request) -> web.Response:
+    """What verifiers check checkpoints with (``portcullis audit verify --public-key``); public by design."""
+    gw = request.app[GATEWAY_KEY]
+    if gw.audit_public_key is None:
+        return web.json_response({"error": "not_found", "detail": "checkpoints are not signed"}, status=404)
+    body = {"key_id": gw.audit_key_id, "algorithm": "Ed25519", "public_key_pem": gw.audit_public_key.decode()}
+    return web.json_response(body, headers={"Cache-Control": "max-age=300"})
 
 
 async def _healthz(_request: web.Request) -> web.Response:

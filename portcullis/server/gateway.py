@@ -19,7 +19,7 @@ from portcullis.approvals.book import ApprovalBook
 from portcullis.approvals.model import APPROVED, DENIED, PENDING, WITHDRAWN, Hold
 from portcullis.approvals.notify import Notifier, WebhookTarget
 from portcullis.approvals.tasks import HeldTasks
-from portcullis.config.model import Config, ServerConfig
+from portcullis.config.model import Config, RetentionConfig, ServerConfig, WebhookConfig
 from portcullis.errors import StoreError, UpstreamError
 from portcullis.flow import Flow, Outcome, Record
 from portcullis.identity.edge import METADATA_PATH, Authenticator
@@ -33,6 +33,7 @@ from portcullis.policy.load import load_policy_text
 from portcullis.server.sessions import GatewaySession, SessionTable
 from portcullis.server.translation import EraProbe, SharedUpstream
 from portcullis.store import apikeys
+from portcullis.store.audit_keys import public_pem
 from portcullis.store.chain import SESSION_CHAINED
 from portcullis.store.writer import Item, SessionEnd, SessionOpen, StoreWriter
 from portcullis.tasks import spawn
@@ -60,13 +61,20 @@ class Waiter:
 
 
 def audit_signing(config: Config) -> dict[str, Any]:
-    """The store writer's checkpoint signer from ``recording.signing_key_file`` (none: chain without seals)."""
-    from portcullis.store.audit_keys import load_signer
+    """The store writer's checkpoint signer from ``recording.signing_key_file`` or ``signing_key_env`` (neither:
+    a chain without seals)."""
+    from portcullis.store.audit_keys import load_signer, signer_from_pem
 
     rec = config.recording
-    if rec.signing_key_file is None:
+    if rec.signing_key_env is not None:
+        pem = os.environ.get(rec.signing_key_env)
+        if not pem:
+            raise ValueError(f"recording.signing_key_env: environment variable {rec.signing_key_env} is not set")
+        signer, key_id = signer_from_pem(pem.encode(), f"environment variable {rec.signing_key_env}")
+    elif rec.signing_key_file is not None:
+        signer, key_id = load_signer(rec.signing_key_file)
+    else:
         return {}
-    signer, key_id = load_signer(rec.signing_key_file)
     return {
         "signer": signer,
         "key_id": key_id,
@@ -75,15 +83,25 @@ def audit_signing(config: Config) -> dict[str, Any]:
     }
 
 
-def build_notifier(config: Config, on_result: Callable[[str, str, bool, str], None]) -> Notifier:
-    a = config.approvals
+def build_alerter(config: Config) -> Notifier:
+    """Webhooks told when the recording store fails and recovers (``recording.alerts``)."""
+    return Notifier(webhook_targets(config.recording.alerts, "recording.alerts"), attempts=5, backoff=1.0)
+
+
+def webhook_targets(hooks: Sequence[WebhookConfig], where: str) -> list[WebhookTarget]:
     targets = []
-    for w in a.webhooks:
+    for w in hooks:
         url = os.environ.get(w.url[4:], "") if w.url.startswith("env:") else w.url
         if not url:
-            raise ValueError(f"approvals.webhooks: environment variable {w.url[4:]} is not set")
+            raise ValueError(f"{where}: environment variable {w.url[4:]} is not set")
         headers = {h: os.environ.get(env, "") for h, env in w.headers_from_env.items()}
         targets.append(WebhookTarget(url, w.format, headers))
+    return targets
+
+
+def build_notifier(config: Config, on_result: Callable[[str, str, bool, str], None]) -> Notifier:
+    a = config.approvals
+    targets = webhook_targets(a.webhooks, "approvals.webhooks")
     return Notifier(targets, attempts=a.webhook_attempts, backoff=a.webhook_backoff, on_result=on_result)
 
 
@@ -130,7 +148,11 @@ class Gateway:
         self.pipeline = build_pipeline(
             config.pipeline, self.policy, MaskStage(self._masker, build_sealer(config.masking))
         )
-        self.writer = StoreWriter(engine, **audit_signing(config))
+        signing = audit_signing(config)
+        self.audit_public_key: bytes | None = public_pem(signing["signer"]) if signing else None  # for verifiers
+        self.audit_key_id: str | None = signing.get("key_id")
+        self.alerts = build_alerter(config) if config.recording.alerts else None
+        self.writer = StoreWriter(engine, **signing, on_health=self._store_health)
         self.sessions = SessionTable(config.limits.max_sessions)
         a = config.approvals
         self.approvals = ApprovalBook(engine, a.ttl, a.release_window, a.required)
@@ -154,6 +176,8 @@ class Gateway:
         self._background: set[asyncio.Task[Any]] = set()
 
     async def start(self) -> None:
+        if self.alerts is not None:
+            await self.alerts.start()
         self.writer.start(asyncio.get_running_loop())
         if self.notifier is not None:
             await self.notifier.start()
@@ -183,6 +207,8 @@ class Gateway:
         self._reaper = spawn(self._reap_idle(), name="session-reaper")
         if self.config.policy.file is not None:
             self.background(self._watch_policy(), name="policy-watch")
+        if self.config.recording.retention is not None:
+            self.background(self._retention(self.config.recording.retention), name="retention")
 
     async def stop(self) -> None:
         self.draining = True
@@ -206,6 +232,30 @@ class Gateway:
         if self.h1 is not None:
             await self.h1.close()
         self.writer.close()
+        if self.alerts is not None:
+            await self.alerts.close(grace=2.0)
+
+    def _store_health(self, healthy: bool, why: str) -> None:
+        """The writer thread: the store began failing (traffic is refused) or recovered. Alerts go out from here."""
+        if self.alerts is None:
+            return
+        event = "recording_store_recovered" if healthy else "recording_store_failing"
+        what = "recovered: traffic flows again" if healthy else f"failing ({why}): traffic is refused"
+        body = {"gateway": self.public_base, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "detail": why}
+        self.alerts.alert("recording-store", event, body, f"Portcullis {self.public_base}: the recording store {what}")
+
+    async def _retention(self, r: RetentionConfig) -> None:
+        """Prune by age/size now and then (docs: store/retention.py). A failed pass is logged and retried later."""
+        from portcullis.store.retention import cutoff, prune
+
+        while True:
+            try:
+                result = await asyncio.to_thread(prune, self.engine, before_ns=cutoff(r.max_age), max_bytes=r.max_bytes)
+                if result.cuts:
+                    log.info("retention: %s", result.summary())
+            except Exception as exc:
+                log.error("retention pass failed: %s", type(exc).__name__)
+            await asyncio.sleep(r.interval)
 
     async def reload_api_keys(self) -> None:
         try:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import operator
 import secrets
 import time
 from dataclasses import dataclass
@@ -17,10 +16,8 @@ from typing import Any
 
 from sqlalchemy import Engine, insert, select, update
 
-from portcullis.pipeline.record import event_record
-from portcullis.store.chain import CHAIN_FIELDS, GENESIS, digest
-from portcullis.store.schema import api_keys, records
-from portcullis.store.writer import RECORD_COLUMNS
+from portcullis.store import admin_chain
+from portcullis.store.schema import api_keys
 
 PREFIX = "pcl_"
 
@@ -59,22 +56,9 @@ def matches(key: ApiKey, secret: str) -> bool:
     return hmac.compare_digest(key.secret_hash, hash_secret(secret))
 
 
-CLI_CHAIN = "cli"  # the audit chain of records the CLI writes (the gateway's writer keeps its own)
-
-
 def _audit(conn: Any, kind: str, detail: str) -> None:
     """Record an API-key change on the CLI's audit chain, in the same transaction as the change."""
-    r = event_record("-", None, kind, detail)
-    r.chain = CLI_CHAIN
-    head = conn.execute(
-        select(records.c.hash)
-        .where(records.c.chain == CLI_CHAIN, records.c.hash.is_not(None))
-        .order_by(records.c.seq.desc())
-        .limit(1)
-    ).scalar()
-    r.prev_hash = bytes(head) if head is not None else GENESIS
-    r.hash = digest(r.prev_hash, operator.attrgetter(*CHAIN_FIELDS)(r))
-    conn.execute(insert(records).values(**{c: getattr(r, c) for c in RECORD_COLUMNS}))
+    admin_chain.append(conn, kind, detail)
 
 
 def create(engine: Engine, name: str, owner: str, groups: list[str], ttl_seconds: int | None) -> tuple[ApiKey, str]:

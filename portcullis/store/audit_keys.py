@@ -15,10 +15,22 @@ def key_id(public: Ed25519PublicKey) -> str:
 
 
 def load_signer(path: str) -> tuple[Ed25519PrivateKey, str]:
-    key = serialization.load_pem_private_key(Path(path).read_bytes(), password=None)
+    return signer_from_pem(Path(path).read_bytes(), path)
+
+
+def signer_from_pem(pem: bytes, where: str) -> tuple[Ed25519PrivateKey, str]:
+    """``where`` names the key's source in errors (a file, or an environment variable); the key itself never."""
+    try:
+        key = serialization.load_pem_private_key(pem, password=None)
+    except (ValueError, TypeError):
+        raise ValueError(f"{where}: not a PEM private key (portcullis audit keygen makes one)") from None
     if not isinstance(key, Ed25519PrivateKey):
-        raise ValueError(f"{path}: not an Ed25519 private key (portcullis audit keygen makes one)")
+        raise ValueError(f"{where}: not an Ed25519 private key (portcullis audit keygen makes one)")
     return key, key_id(key.public_key())
+
+
+def public_pem(key: Ed25519PrivateKey) -> bytes:
+    return key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
 def load_verifier(path: str) -> Ed25519PublicKey:

@@ -31,7 +31,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import Engine, LargeBinary, Table, bindparam, insert, update
 from sqlalchemy.engine import Dialect
@@ -81,7 +81,7 @@ def _columns(table: Table, item: type) -> tuple[str, ...]:
     return tuple(c.name for c in table.columns if c.name in names)
 
 
-RECORD_COLUMNS = _columns(records, Record)
+RECORD_COLUMNS = tuple(c for c in _columns(records, Record) if c != "seq")  # the store numbers records
 SESSION_COLUMNS = _columns(sessions, SessionOpen)
 
 
@@ -156,6 +156,14 @@ class Checkpoint:
     prev_link: bytes
 
 
+class CommitListener(Protocol):
+    """Told, on the writer thread, of what has just committed (the audit exports). Must not block."""
+
+    def committed(self, records: Sequence[Record]) -> None: ...
+
+    def checkpointed(self, checkpoint: Checkpoint) -> None: ...
+
+
 CHECKPOINT_COLUMNS = ("seq", "hash", "ts_ns", "key_id", "signature", "chain", "counter", "prev_link")
 
 
@@ -172,6 +180,8 @@ class StoreWriter:
         checkpoint_every: int = 1000,
         checkpoint_interval: float = 60.0,
         chain_id: str = "gateway",
+        listener: CommitListener | None = None,
+        on_health: Callable[[bool, str], None] | None = None,
     ) -> None:
         self._engine = engine
         self._q: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -190,6 +200,9 @@ class StoreWriter:
         self.chain_id = chain_id  # this writer's chain (one writer per chain)
         ph = "?" if engine.dialect.paramstyle == "qmark" else "%s"
         self._head_sql = f"SELECT hash FROM records WHERE chain = {ph} AND hash IS NOT NULL ORDER BY seq DESC LIMIT 1"
+        self._listener = listener
+        self._on_health = on_health  # (healthy, why) when the store starts failing and when it recovers
+        self._seqs_sql = f"SELECT seq FROM records WHERE chain = {ph} ORDER BY seq DESC LIMIT {ph}"
         self._head_seq_sql = (
             f"SELECT seq, hash FROM records WHERE chain = {ph} AND hash IS NOT NULL ORDER BY seq DESC LIMIT 1"
         )
@@ -359,6 +372,10 @@ class StoreWriter:
                 s = self._record_sql
                 cur.executemany(s.sql, [s.params(r) for r in recs])
                 self._chain = prev
+                if self._listener is not None:  # the numbers the store gave them (ours alone: one writer per chain)
+                    cur.execute(self._seqs_sql, (chain_id, len(recs)))
+                    for r, (seq,) in zip(recs, reversed(cur.fetchall()), strict=True):
+                        r.seq = int(seq)
             if ends:
                 s = self._end_sql
                 cur.executemany(s.sql, [s.params(e) for e in ends])
@@ -368,6 +385,11 @@ class StoreWriter:
             self._chain = None
             raise
         self._unsealed += len(recs)
+        if self._listener is not None and recs:
+            try:
+                self._listener.committed(recs)
+            except Exception as exc:  # an export never fails a commit
+                log.warning("audit export refused a batch: %s", type(exc).__name__)
         if (
             self._signer is not None
             and self._unsealed
@@ -400,6 +422,11 @@ class StoreWriter:
             cur.execute(s.sql, s.params(cp))
             self._dbapi.commit()
             self._cp_counter, self._cp_link = counter, link(sig)
+            if self._listener is not None:
+                try:
+                    self._listener.checkpointed(cp)
+                except Exception as exc:
+                    log.warning("audit export refused a checkpoint: %s", type(exc).__name__)
             self._unsealed = 0
             self._last_checkpoint = time.monotonic()
         except Exception as exc:
@@ -436,12 +463,14 @@ class StoreWriter:
             self.written += len(recs)
             if not self.healthy:
                 log.warning("recording store recovered")
-            self.healthy = True
+                self.healthy = True
+                self._health(True, "recovered")
         else:
             self.failures += 1
             if self.healthy:
                 log.error("recording store write failed: %s", type(exc).__name__)
-            self.healthy = False
+                self.healthy = False
+                self._health(False, type(exc).__name__)
             if self._on_failure is not None:
                 with contextlib.suppress(Exception):
                     self._on_failure(exc)
@@ -450,6 +479,13 @@ class StoreWriter:
             err = None if exc is None else StoreError(f"recording store unavailable ({type(exc).__name__})")
             with contextlib.suppress(RuntimeError):
                 self._loop.call_soon_threadsafe(_resolve, futs, err)
+
+    def _health(self, healthy: bool, why: str) -> None:
+        if self._on_health is not None:
+            try:
+                self._on_health(healthy, why)
+            except Exception as exc:
+                log.warning("store health callback failed: %s", type(exc).__name__)
 
     def _rollback(self) -> None:
         """After a failed batch: nothing of it stays, and the next attempt starts on a fresh connection."""
