@@ -1,7 +1,9 @@
-"""Audit-trail test helpers: a signing key pair on disk and a migrated SQLite store (also as fixtures)."""
+"""Audit-trail test helpers: a signing key pair on disk, and a migrated store on SQLite and on PostgreSQL (as
+fixtures: every test that takes ``engine`` runs on both backends)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -9,6 +11,7 @@ from sqlalchemy import Engine
 
 from portcullis.store.audit_keys import keygen
 from portcullis.store.db import make_engine, upgrade
+from tests.support.postgres import pg_schema
 
 
 def key_files(where: Path) -> tuple[Path, Path]:
@@ -24,8 +27,22 @@ def keys(tmp_path: Path) -> tuple[Path, Path]:
     return key_files(tmp_path)
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty store on each backend: a SQLite file, or a schema of its own on the shared PostgreSQL."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'audit.db'}"
+    else:
+        with pg_schema() as url:
+            yield url
+
+
 @pytest.fixture
-def engine(tmp_path: Path) -> Engine:
-    e = make_engine(f"sqlite:///{tmp_path / 'audit.db'}")
+def engine(store_url: str) -> Iterator[Engine]:
+    """A migrated store on each backend."""
+    e = make_engine(store_url)
     upgrade(e)
-    return e
+    try:
+        yield e
+    finally:
+        e.dispose()

@@ -1,8 +1,9 @@
-"""A throw-away PostgreSQL cluster of the tests' own (initdb + pg_ctl), for tests that must stop and start it.
+"""PostgreSQL for the tests: a schema of one's own on the machine's shared server, or a whole cluster.
 
-The machine's shared PostgreSQL (127.0.0.1:5432) serves tests that only need a database; a test that takes the
-database away needs one nobody else uses. PostgreSQL refuses to run as root, so under root the cluster runs as the
-``postgres`` system user (``runuser``). It listens on 127.0.0.1 only, on a free port, with trust auth.
+:func:`pg_schema` gives a test a fresh schema on the shared PostgreSQL (127.0.0.1:5432, database ``test``, trust
+auth) and drops it afterwards: parallel runs never meet. A test that takes the database away needs a server nobody
+else uses: :class:`TempPostgres` (initdb + pg_ctl). PostgreSQL refuses to run as root, so under root that cluster
+runs as the ``postgres`` system user (``runuser``). It listens on 127.0.0.1 only, on a free port, with trust auth.
 """
 
 from __future__ import annotations
@@ -13,8 +14,28 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
+
+SHARED = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+@contextlib.contextmanager
+def pg_schema() -> Iterator[str]:
+    """A store URL whose connections live in a new, empty schema of the shared test database."""
+    from sqlalchemy import create_engine, text
+
+    name = f"t_{uuid.uuid4().hex[:16]}"
+    admin = create_engine(SHARED.replace("postgresql://", "postgresql+psycopg://"))
+    try:
+        with admin.begin() as conn:
+            conn.execute(text(f'CREATE SCHEMA "{name}"'))
+        yield f"{SHARED}?options=-csearch_path%3D{name}"
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA IF EXISTS "{name}" CASCADE'))
+        admin.dispose()
 
 
 def _free_port() -> int:

@@ -1,5 +1,6 @@
-"""Fixtures shared by the unit tests of the audit trail (tests/support/audit.py)."""
+"""Fixtures shared by the unit tests of the store (tests/support/audit.py): ``engine`` and ``store_url`` run a test
+on SQLite and on PostgreSQL."""
 
-from tests.support.audit import engine, keys
+from tests.support.audit import engine, keys, store_url
 
-__all__ = ["engine", "keys"]
+__all__ = ["engine", "keys", "store_url"]

@@ -3,23 +3,14 @@
 from __future__ import annotations
 
 import threading
-from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine
 
 from portcullis.approvals.book import ApprovalBook, ApprovalError, Voter
 from portcullis.approvals.model import Hold, args_digest, covers
-from portcullis.store.db import make_engine, upgrade
 
 S = 1_000_000_000
-
-
-@pytest.fixture
-def engine(tmp_path: Path) -> Engine:
-    e = make_engine(f"sqlite:///{tmp_path / 'book.db'}")
-    upgrade(e)
-    return e
 
 
 def hold(args: object = None, who: str = "alice") -> Hold:

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, text
@@ -22,13 +21,6 @@ from portcullis.store.writer import (
     StoreWriter,
     compile_statements,
 )
-
-
-@pytest.fixture
-def engine(tmp_path: Path) -> Engine:
-    e = make_engine(f"sqlite:///{tmp_path / 'p.db'}")
-    ensure_schema(e, auto_create=True)
-    return e
 
 
 async def test_group_commit_resolves_every_waiter_in_order(engine: Engine) -> None:
@@ -61,17 +53,20 @@ async def test_a_failed_write_is_refused_and_the_writer_recovers(engine: Engine)
     assert [r["detail"] for r in all_records(engine)] == ["kept"]
 
 
-def test_schema_checks(tmp_path: Path) -> None:
-    e = make_engine(f"sqlite:///{tmp_path / 'q.db'}")
-    with pytest.raises(SchemaError, match="portcullis db upgrade"):
+def test_schema_checks(store_url: str) -> None:
+    e = make_engine(store_url)
+    try:
+        with pytest.raises(SchemaError, match="portcullis db upgrade"):
+            ensure_schema(e, auto_create=False)
+        upgrade(e)
+        assert current_revision(e) == head_revision()
         ensure_schema(e, auto_create=False)
-    upgrade(e)
-    assert current_revision(e) == head_revision()
-    ensure_schema(e, auto_create=False)
-    with e.begin() as c:
-        c.execute(text("UPDATE alembic_version SET version_num = 'zzzz'"))
-    with pytest.raises(SchemaError, match="newer than this Portcullis"):
-        ensure_schema(e, auto_create=False)
+        with e.begin() as c:
+            c.execute(text("UPDATE alembic_version SET version_num = 'zzzz'"))
+        with pytest.raises(SchemaError, match="newer than this Portcullis"):
+            ensure_schema(e, auto_create=False)
+    finally:
+        e.dispose()
 
 
 # --- the fast path: one DBAPI connection, statements compiled once, one hand-over per loop pass ---------------
