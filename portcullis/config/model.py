@@ -189,6 +189,12 @@ class RecordingConfig(_Strict):
         description="environment variable holding the Ed25519 private key (PEM) instead of signing_key_file (a "
         "Kubernetes Secret mounted as an env var)",
     )
+    chain: str | None = Field(
+        default=None,
+        pattern=NAME_RE.pattern,
+        description="this gateway's audit chain; default 'gateway' on SQLite and 'gateway-HOSTNAME' on PostgreSQL "
+        "(one chain per replica: a second process on the same chain is refused)",
+    )
     checkpoint_every: int = Field(default=1000, gt=0, description="records between signed checkpoints")
     checkpoint_interval: float = Field(default=60.0, gt=0, description="seconds between checkpoints (at most)")
     export: list[ExportSink] = Field(

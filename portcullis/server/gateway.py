@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import socket
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
@@ -83,6 +84,15 @@ def audit_signing(config: Config) -> dict[str, Any]:
     }
 
 
+def chain_name(config: Config) -> str:
+    """This gateway's audit chain (``recording.chain``): on PostgreSQL, one per replica by default."""
+    if config.recording.chain is not None:
+        return config.recording.chain
+    if config.store.startswith("sqlite"):
+        return "gateway"
+    return f"gateway-{socket.gethostname()}"[:64]
+
+
 def build_alerter(config: Config) -> Notifier:
     """Webhooks told when the recording store fails and recovers (``recording.alerts``)."""
     return Notifier(webhook_targets(config.recording.alerts, "recording.alerts"), attempts=5, backoff=1.0)
@@ -152,7 +162,7 @@ class Gateway:
         self.audit_public_key: bytes | None = public_pem(signing["signer"]) if signing else None  # for verifiers
         self.audit_key_id: str | None = signing.get("key_id")
         self.alerts = build_alerter(config) if config.recording.alerts else None
-        self.writer = StoreWriter(engine, **signing, on_health=self._store_health)
+        self.writer = StoreWriter(engine, **signing, on_health=self._store_health, chain_id=chain_name(config))
         self.sessions = SessionTable(config.limits.max_sessions)
         a = config.approvals
         self.approvals = ApprovalBook(engine, a.ttl, a.release_window, a.required)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import hashlib
 import logging
 import operator
 import queue
@@ -154,6 +155,15 @@ class Checkpoint:
     chain: str
     counter: int
     prev_link: bytes
+
+
+class ChainTaken(Exception):
+    """Another process holds this writer's audit chain."""
+
+
+def chain_lock_key(chain: str) -> int:
+    """The advisory-lock id (signed 64-bit) of an audit chain's writer."""
+    return int.from_bytes(hashlib.sha256(b"portcullis chain " + chain.encode()).digest()[:8], "big", signed=True)
 
 
 class CommitListener(Protocol):
@@ -329,12 +339,26 @@ class StoreWriter:
             try:
                 dbapi = fairy.dbapi_connection
                 assert dbapi is not None
-                self._cur = dbapi.cursor()
+                cur = dbapi.cursor()
+                if self._engine.dialect.name == "postgresql":
+                    self._own_chain(cur, dbapi)
+                self._cur = cur
             except BaseException:
                 fairy.invalidate()
                 raise
             self._conn, self._dbapi = fairy, dbapi
         return self._cur
+
+    def _own_chain(self, cur: Any, dbapi: Any) -> None:
+        """PostgreSQL: one writer per chain across every process sharing the database (a session-level advisory
+        lock, held by this connection). A second replica configured with the same chain is refused, never forks
+        it; the lock goes with the connection (a crash frees it)."""
+        cur.execute("SELECT pg_try_advisory_lock(%s)", (chain_lock_key(self.chain_id),))
+        owned = bool(cur.fetchone()[0])
+        dbapi.commit()
+        if not owned:
+            log.error("audit chain %r is being written by another process: refusing to write it too", self.chain_id)
+            raise ChainTaken(f"audit chain {self.chain_id!r} is written by another process")
 
     def _disconnect(self, invalidate: bool = False) -> None:
         conn, cur = self._conn, self._cur
@@ -345,8 +369,8 @@ class StoreWriter:
         if conn is None:
             return
         with contextlib.suppress(Exception):
-            if invalidate:
-                conn.invalidate()  # the pool opens a fresh DBAPI connection for the next attempt
+            if invalidate or self._engine.dialect.name == "postgresql":
+                conn.invalidate()  # closed: the next attempt opens a fresh connection (and a held chain lock goes)
             else:
                 conn.close()  # back to the pool
 

@@ -246,3 +246,36 @@ def test_statements_are_compiled_per_dialect() -> None:
     assert pins.params(rec) == {c: getattr(rec, c) for c in RECORD_COLUMNS}
     assert pend.params(SessionEnd("S", 3, "why")) == {"b_id": "S", "b_ended_ns": 3, "b_reason": "why"}
     assert "RETURNING" not in popen.sql and "RETURNING" not in opened.sql
+
+
+async def test_one_writer_per_chain_across_processes_on_postgresql() -> None:
+    """Two replicas configured with the same chain would fork it: the second is refused (fail closed) until the
+    first lets go; replicas with chains of their own write side by side and the trail verifies as one."""
+    from portcullis.store.verify import verify
+    from tests.support.postgres import pg_schema
+
+    with pg_schema() as url:
+        engines = [make_engine(url), make_engine(url)]  # two engines: two processes' worth of connections
+        upgrade(engines[0])
+        a = StoreWriter(engines[0], chain_id="gateway-a")
+        twin = StoreWriter(engines[1], chain_id="gateway-a")
+        b = StoreWriter(engines[1], chain_id="gateway-b")
+        for w in (a, twin, b):
+            w.start(asyncio.get_running_loop())
+        try:
+            await a.write([event_record("s", None, "k", "from a")])
+            with pytest.raises(StoreError):
+                await twin.write([event_record("s", None, "k", "from the twin")])
+            await b.write([event_record("s", None, "k", "from b")])
+            a.close()
+            await twin.write([event_record("s", None, "k", "the twin, once a let go")])
+        finally:
+            for w in (a, twin, b):
+                w.close()
+        try:
+            v = verify(engines[0])
+            assert v.ok and v.chains == 2 and v.records == 3, v.problems
+            assert [r["detail"] for r in all_records(engines[0])] == ["from a", "from b", "the twin, once a let go"]
+        finally:
+            for e in engines:
+                e.dispose()
