@@ -84,6 +84,13 @@ class MaskingFailed(Exception):
     """The message could not be masked; the pipeline blocks it (its message names no content)."""
 
 
+def mask_class_names(cfg: MaskingConfig) -> frozenset[str]:
+    """Every class the mask stage can report: the built-in ones and the configured rules (metrics labels)."""
+    from portcullis.masking.classes import DEFAULT_ON, OPTIONAL
+
+    return DEFAULT_ON | OPTIONAL | {r.name for r in cfg.rules}
+
+
 def build_masker(cfg: MaskingConfig) -> Masker | None:
     if not cfg.enabled:
         log.warning("masking is DISABLED (masking.enabled: false): responses reach clients unmasked")

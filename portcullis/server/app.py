@@ -9,6 +9,7 @@ import socket
 import sys
 
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from portcullis.config.model import Config
 from portcullis.identity.dev_issuer import DEV_PATH
@@ -42,6 +43,7 @@ def build_app(config: Config) -> web.Application:
     app.router.add_get(DEV_PATH + "/.well-known/openid-configuration", _dev_discovery)
     AdminApi(gw).routes(app)
     app.router.add_get("/healthz", _healthz)
+    app.router.add_get("/metrics", _metrics)
     app.router.add_get(AUDIT_KEY_PATH, _audit_key)
     app.router.add_get("/readyz", _readyz)
 
@@ -96,6 +98,13 @@ async def _audit_key(request: web.Request) -> web.Response:
         return web.json_response({"error": "not_found", "detail": "checkpoints are not signed"}, status=404)
     body = {"key_id": gw.audit_key_id, "algorithm": "Ed25519", "public_key_pem": gw.audit_public_key.decode()}
     return web.json_response(body, headers={"Cache-Control": "max-age=300"})
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    """Prometheus exposition (text format 0.0.4). Bounded labels, no secrets: see observe/metrics.py."""
+    gw = request.app[GATEWAY_KEY]
+    body = await asyncio.to_thread(generate_latest, gw.registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 async def _healthz(_request: web.Request) -> web.Response:

@@ -13,6 +13,7 @@ from typing import Any
 
 import aiohttp
 import orjson
+from prometheus_client import CollectorRegistry
 from sqlalchemy import Engine
 
 from portcullis import errors
@@ -24,10 +25,11 @@ from portcullis.config.model import Config, RetentionConfig, ServerConfig, Webho
 from portcullis.errors import StoreError, UpstreamError
 from portcullis.flow import Flow, Outcome, Record
 from portcullis.identity.edge import METADATA_PATH, Authenticator
+from portcullis.observe.metrics import GatewayCollector, TrailMetrics
 from portcullis.pipeline import Pipeline, Stage
 from portcullis.pipeline.authz import HELD, AuthzStage
 from portcullis.pipeline.bind import BindStage
-from portcullis.pipeline.mask import MaskStage, build_masker, build_sealer
+from portcullis.pipeline.mask import MaskStage, build_masker, build_sealer, mask_class_names
 from portcullis.pipeline.record import RecordStage, event_record
 from portcullis.policy import PolicyStore
 from portcullis.policy.load import load_policy_text
@@ -36,7 +38,7 @@ from portcullis.server.translation import EraProbe, SharedUpstream
 from portcullis.store import apikeys
 from portcullis.store.audit_keys import public_pem
 from portcullis.store.chain import SESSION_CHAINED
-from portcullis.store.writer import Item, SessionEnd, SessionOpen, StoreWriter
+from portcullis.store.writer import Fanout, Item, SessionEnd, SessionOpen, StoreWriter
 from portcullis.tasks import spawn
 from portcullis.upstream import h1
 from portcullis.upstream.http import HttpUpstream
@@ -162,7 +164,16 @@ class Gateway:
         self.audit_public_key: bytes | None = public_pem(signing["signer"]) if signing else None  # for verifiers
         self.audit_key_id: str | None = signing.get("key_id")
         self.alerts = build_alerter(config) if config.recording.alerts else None
-        self.writer = StoreWriter(engine, **signing, on_health=self._store_health, chain_id=chain_name(config))
+        self.registry = CollectorRegistry()  # this gateway's metrics (GET /metrics), counted from committed records
+        self.metrics = TrailMetrics(self.registry, config.servers, mask_class_names(config.masking))
+        self.registry.register(GatewayCollector(self._observed))
+        self.writer = StoreWriter(
+            engine,
+            **signing,
+            on_health=self._store_health,
+            chain_id=chain_name(config),
+            listener=Fanout([self.metrics]),
+        )
         self.sessions = SessionTable(config.limits.max_sessions)
         a = config.approvals
         self.approvals = ApprovalBook(engine, a.ttl, a.release_window, a.required)
@@ -244,6 +255,20 @@ class Gateway:
         self.writer.close()
         if self.alerts is not None:
             await self.alerts.close(grace=2.0)
+
+    def _observed(self) -> dict[str, Any]:
+        """What the metrics read at scrape time."""
+        w = self.writer
+        exporter = getattr(self, "exporter", None)
+        return {
+            "healthy": 1 if w.healthy else 0,
+            "written": w.written,
+            "batches": w.batches,
+            "failures": w.failures,
+            "sessions": len(self.sessions),
+            "draining": 1 if self.draining else 0,
+            "exports": exporter.stats() if exporter is not None else [],
+        }
 
     def _store_health(self, healthy: bool, why: str) -> None:
         """The writer thread: the store began failing (traffic is refused) or recovered. Alerts go out from here."""

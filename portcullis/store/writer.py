@@ -174,6 +174,27 @@ class CommitListener(Protocol):
     def checkpointed(self, checkpoint: Checkpoint) -> None: ...
 
 
+class Fanout:
+    """Several commit listeners as one (each one's failure is its own)."""
+
+    def __init__(self, listeners: Sequence[CommitListener]) -> None:
+        self.listeners = tuple(listeners)
+
+    def committed(self, records: Sequence[Record]) -> None:
+        for listener in self.listeners:
+            try:
+                listener.committed(records)
+            except Exception as exc:
+                log.warning("a commit listener failed: %s", type(exc).__name__)
+
+    def checkpointed(self, checkpoint: Checkpoint) -> None:
+        for listener in self.listeners:
+            try:
+                listener.checkpointed(checkpoint)
+            except Exception as exc:
+                log.warning("a commit listener failed: %s", type(exc).__name__)
+
+
 CHECKPOINT_COLUMNS = ("seq", "hash", "ts_ns", "key_id", "signature", "chain", "counter", "prev_link")
 
 
