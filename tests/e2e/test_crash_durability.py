@@ -19,20 +19,12 @@ from portcullis.store.verify import verify
 from tests.support.conformance import fixture_server_argv
 from tests.support.gateway import start_gateway, write_config
 from tests.support.procs import running_process
+from tests.support.raw import ACCEPT, final_message
 from tests.support.records import load_records
 
 pytestmark = pytest.mark.e2e
 
-ACCEPT = "application/json, text/event-stream"
 CLIENTS = 8
-
-
-def final_message(raw: bytes, content_type: str) -> bytes:
-    """The bytes of the JSON-RPC response the client received (JSON body, or the last SSE data line)."""
-    if content_type.startswith("application/json"):
-        return raw
-    datas = [line[6:] for line in raw.split(b"\n") if line.startswith(b"data: ") and line[6:].strip()]
-    return datas[-1]
 
 
 async def client(url: str, n: int, got: list[tuple[str, bytes]], stop: asyncio.Event) -> None:

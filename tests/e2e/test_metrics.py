@@ -15,10 +15,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.support.conformance import fixture_server_argv
 from tests.support.gateway import running_gateway
 from tests.support.procs import running_process
+from tests.support.raw import ACCEPT, final_message, initialize
 
 pytestmark = pytest.mark.e2e
 
-ACCEPT = "application/json, text/event-stream"
 POLICY = """\
 version: 1
 default: allow
@@ -42,9 +42,7 @@ def value(got: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, 
 
 async def post(http: aiohttp.ClientSession, url: str, body: dict[str, Any], headers: dict[str, str]) -> Any:
     async with http.post(url, json=body, headers=headers) as r:
-        raw = await r.read()
-        if r.headers.get("Content-Type", "").startswith("text/event-stream"):
-            raw = [ln[6:] for ln in raw.split(b"\n") if ln.startswith(b"data: ") and ln[6:].strip()][-1]
+        raw = final_message(await r.read(), r.headers.get("Content-Type", ""))
         return r.headers, json.loads(raw) if raw else None
 
 
@@ -59,16 +57,7 @@ async def test_metrics_count_what_the_trail_records(tmp_path: Path) -> None:
         url = gw.url("fx")
         h = {"Content-Type": "application/json", "Accept": ACCEPT}
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
-            init = {
-                "jsonrpc": "2.0",
-                "id": 0,
-                "method": "initialize",
-                "params": {
-                    "protocolVersion": "2025-11-25",
-                    "capabilities": {},
-                    "clientInfo": {"name": "m", "version": "1"},
-                },
-            }
+            init = initialize(client="m")
             headers, _ = await post(http, url, init, h)
             h |= {"Mcp-Session-Id": headers["Mcp-Session-Id"], "MCP-Protocol-Version": "2025-11-25"}
             async with http.post(url, json={"jsonrpc": "2.0", "method": "notifications/initialized"}, headers=h) as r:

@@ -32,12 +32,11 @@ from tests.support.conformance import fixture_server_argv
 from tests.support.gateway import RunningGateway, write_config
 from tests.support.postgres import temp_postgres
 from tests.support.procs import running_process, start_process
+from tests.support.raw import ACCEPT, final_message, initialize
 from tests.support.records import load_records
 from tests.support.waiting import eventually, eventually_async
 
 pytestmark = pytest.mark.e2e
-
-ACCEPT = "application/json, text/event-stream"
 
 
 @dataclass
@@ -82,16 +81,7 @@ class Client:
         self.n = 0
 
     async def open(self) -> None:
-        init = {
-            "jsonrpc": "2.0",
-            "id": 0,
-            "method": "initialize",
-            "params": {
-                "protocolVersion": "2025-11-25",
-                "capabilities": {},
-                "clientInfo": {"name": "t", "version": "1"},
-            },
-        }
+        init = initialize()
         async with self.http.post(self.url, json=init, headers=self.headers) as r:
             assert r.status == 200, await r.text()
             self.headers["Mcp-Session-Id"] = r.headers["Mcp-Session-Id"]
@@ -112,8 +102,7 @@ class Client:
         async with self.http.post(self.url, json=req, headers=self.headers) as r:
             raw = await r.read()
             ctype = r.headers.get("Content-Type", "")
-        if ctype.startswith("text/event-stream"):
-            raw = [line[6:] for line in raw.split(b"\n") if line.startswith(b"data: ") and line[6:].strip()][-1]
+        raw = final_message(raw, ctype)
         body = json.loads(raw)
         if r.status == 200 and "result" in body:
             self.received.append(raw)
