@@ -168,6 +168,13 @@ class LimitsConfig(_Strict):
     max_sessions: int = Field(default=10_000, gt=0)
     stream_buffer_events: int = Field(default=256, gt=0)
     session_idle_timeout: float = Field(default=3600.0, gt=0)
+    drain_timeout: float = Field(
+        default=20.0,
+        gt=0,
+        le=3600,
+        description="on SIGTERM: seconds in-flight calls get to finish (new ones are refused) before the rest are "
+        "cut; keep it below the pod's terminationGracePeriodSeconds",
+    )
 
 
 class PolicyConfig(_Strict):

@@ -132,7 +132,7 @@ async def serve(config: Config, *, ready_line: bool = True) -> None:
     app = build_app(config)
     if config.public_url is None:  # known only now that the port is bound (port 0 picks one)
         app[GATEWAY_KEY].public_base = f"http://{shown}:{port}"
-    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=10.0)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=config.limits.drain_timeout)
     await runner.setup()
     site = web.SockSite(runner, sock)
     await site.start()
@@ -148,7 +148,8 @@ async def serve(config: Config, *, ready_line: bool = True) -> None:
         await stop.wait()
     finally:
         log.info("shutting down")
-        await runner.cleanup()
+        app[GATEWAY_KEY].begin_drain()  # readiness false and new requests refused before the listener closes
+        await runner.cleanup()  # stop listening; in-flight handlers get drain_timeout, then are cancelled
 
 
 def run(config: Config) -> None:

@@ -231,8 +231,18 @@ class Gateway:
         if self.config.recording.retention is not None:
             self.background(self._retention(self.config.recording.retention), name="retention")
 
-    async def stop(self) -> None:
+    def begin_drain(self) -> None:
+        """SIGTERM: readiness goes false, new requests are refused (503), and calls waiting for an approval are
+        answered now with their approval request (pending), which the client retries, on any replica."""
+        if self.draining:
+            return
         self.draining = True
+        log.info("draining: new requests are refused; in-flight calls get %.0f s", self.config.limits.drain_timeout)
+        for ev in list(self._decisions.values()):
+            ev.set()
+
+    async def stop(self) -> None:
+        self.begin_drain()
         if self.notifier is not None:
             await self.notifier.close(grace=2.0)
         if self._reaper is not None:
@@ -616,6 +626,8 @@ class Gateway:
                     await asyncio.wait_for(ev.wait(), timeout=step)
                 if waiter is not None and waiter.withdrawn:
                     return WITHDRAWN
+                if self.draining:
+                    return PENDING  # shutting down: the caller gets its approval request to retry elsewhere
                 row = await asyncio.to_thread(self.approvals.get, approval_id)
                 if row is None:
                     return PENDING
