@@ -38,6 +38,7 @@ from portcullis.server.translation import EraProbe, SharedUpstream
 from portcullis.store import apikeys
 from portcullis.store.audit_keys import public_pem
 from portcullis.store.chain import SESSION_CHAINED
+from portcullis.store.queries import get_session
 from portcullis.store.writer import Fanout, Item, SessionEnd, SessionOpen, StoreWriter
 from portcullis.tasks import spawn
 from portcullis.upstream import h1
@@ -45,6 +46,7 @@ from portcullis.upstream.http import HttpUpstream
 from portcullis.upstream.routed import RestartGate, RoutedSession
 from portcullis.upstream.sse import LegacySseSession
 from portcullis.upstream.stdio import StdioSession
+from portcullis.wire.mcp import Era
 
 log = logging.getLogger("portcullis.gateway")
 
@@ -647,6 +649,9 @@ class Gateway:
 
     async def open_session(self, s: GatewaySession, client_info: str | None) -> None:
         self.sessions.add(s)
+        state = None
+        if s.to_stateless:
+            state = orjson.dumps({"to_stateless": True, "init_params": s.init_params}).decode()
         row = SessionOpen(
             id=s.id,
             server=s.server,
@@ -656,12 +661,48 @@ class Gateway:
             principal=None,
             upstream_session=s.upstream_session,
             created_ns=time.time_ns(),
+            owner=s.owner,
+            state=state,
         )
         # the session row travels in its chained open record too, so that verification can check the table
         copy = orjson.dumps({k: getattr(row, k) for k in SESSION_CHAINED})
         await self.commit(
             [row, event_record(s.server, s.id, "session_open", f"protocol {s.protocol_version}", payload=copy)]
         )
+
+    async def adopt_session(self, sid: str, server: str, caller: Any) -> GatewaySession | None:
+        """A session another replica opened (the store has it, open): continue it here. Only sessions whose state
+        lives in the store and upstream can move: an HTTP upstream's session (its ``Mcp-Session-Id``) or one the
+        gateway keeps for a 2026-07-28 upstream; a stdio child or a legacy SSE connection stays on its replica.
+        Streams that were open on the other replica are not resumable here (their buffers were in its memory)."""
+        if server not in self.http_upstreams or len(self.sessions) >= self.sessions.max_sessions:
+            return None
+        try:
+            row = await asyncio.to_thread(get_session, self.engine, sid)
+        except Exception as exc:  # the store cannot say: the session is not found here (the client starts anew)
+            log.warning("could not look up session in the store: %s", type(exc).__name__)
+            return None
+        if row is None or row["ended_ns"] is not None or row["server"] != server or row["era"] != Era.SESSION.value:
+            return None
+        state = orjson.loads(row["state"]) if row["state"] else {}
+        s = GatewaySession(
+            id=sid,
+            server=server,
+            era=Era.SESSION,
+            owner=row["owner"] or "",
+            caller=caller,
+            protocol_version=row["protocol_version"],
+            upstream_session=row["upstream_session"],
+            established=True,
+            buffer_size=self.config.limits.stream_buffer_events,
+            to_stateless=bool(state.get("to_stateless")),
+            init_params=state.get("init_params") or {},
+        )
+        if sid in self.sessions:  # adopted meanwhile by a concurrent request
+            return self.sessions.get(sid)
+        self.sessions.add(s)
+        self.record_event(server, sid, "session_adopted", f"continued on chain {self.writer.chain_id}")
+        return s
 
     async def end_session(self, s: GatewaySession, reason: str, *, notify_upstream: bool = True) -> None:
         if self.sessions.pop(s.id) is None:

@@ -127,7 +127,7 @@ class LegacySseEndpoint:
             except AuthError as exc:
                 return await self.ep._refuse_auth(request, server, exc)
             sink = self._sinks.get(sid)
-            session = self.ep._session_for(request, server, sid)
+            session = await self.ep._session_for(request, server, sid)
             if sink is None:
                 raise ProtocolError(404, errors.SESSION_NOT_FOUND, "Not Found: unknown or ended session")
             ctype = request.headers.get("Content-Type", "")

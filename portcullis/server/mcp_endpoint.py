@@ -132,9 +132,12 @@ class McpEndpoint:
         msg = ("Unauthorized: " if exc.status == 401 else "Forbidden: ") + exc.description
         return json_error(exc.status, None, errors.INVALID_REQUEST, msg, **{"WWW-Authenticate": challenge})
 
-    def _session_for(self, request: web.Request, server: str, sid: str) -> GatewaySession:
-        """The session ``sid`` of ``server``, if it exists and belongs to this caller."""
+    async def _session_for(self, request: web.Request, server: str, sid: str) -> GatewaySession:
+        """The session ``sid`` of ``server``, if it exists and belongs to this caller (opened here, or by another
+        replica sharing the store: then it is continued here)."""
         session = self.gw.sessions.get(sid)
+        if session is None:
+            session = await self.gw.adopt_session(sid, server, request["caller"])
         if session is None or session.server != server:
             raise ProtocolError(404, errors.SESSION_NOT_FOUND, "Not Found: unknown or ended session")
         caller: Caller = request["caller"]
@@ -198,7 +201,7 @@ class McpEndpoint:
         sid = headers.get("Mcp-Session-Id")
         session: GatewaySession | None = None
         if sid is not None:
-            session = self._session_for(request, server, sid)
+            session = await self._session_for(request, server, sid)
             if session.channel is not None and session.channel.dead is not None:
                 # the session's child or connection is gone: end the session, so the client starts a new one
                 await self.gw.end_session(session, f"upstream {session.channel.what} {session.channel.dead}")
@@ -777,7 +780,7 @@ class McpEndpoint:
             if request.headers.get("MCP-Protocol-Version") in STATELESS_VERSIONS:
                 raise ProtocolError(405, errors.INVALID_REQUEST, "Method Not Allowed: 2026-07-28 has no GET stream")
             raise ProtocolError(400, errors.INVALID_REQUEST, "Bad Request: Mcp-Session-Id header is required")
-        session = self._session_for(request, server, sid)
+        session = await self._session_for(request, server, sid)
         if not accepts(request.headers.get("Accept"), "text/event-stream"):
             raise ProtocolError(406, errors.INVALID_REQUEST, "Not Acceptable: Accept must list text/event-stream")
         check_session_version(request.headers.get("MCP-Protocol-Version"))
@@ -884,7 +887,7 @@ class McpEndpoint:
             if request.headers.get("MCP-Protocol-Version") in STATELESS_VERSIONS:
                 raise ProtocolError(405, errors.INVALID_REQUEST, "Method Not Allowed: 2026-07-28 has no sessions")
             raise ProtocolError(400, errors.INVALID_REQUEST, "Bad Request: Mcp-Session-Id header is required")
-        session = self._session_for(request, server, sid)
+        session = await self._session_for(request, server, sid)
         await self.gw.end_session(session, "client ended the session")
         return web.Response(status=200)
 

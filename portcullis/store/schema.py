@@ -23,6 +23,8 @@ sessions = Table(
     Column("created_ns", BigInteger, nullable=False),
     Column("ended_ns", BigInteger),
     Column("end_reason", String(200)),
+    Column("owner", String(400)),  # the caller key that opened it: only that caller may continue it, on any replica
+    Column("state", Text),  # JSON: what another replica needs to continue it (see server/gateway.py adopt_session)
 )
 
 records = Table(

@@ -58,6 +58,8 @@ class SessionOpen:
     principal: str | None
     upstream_session: str | None
     created_ns: int
+    owner: str | None = None
+    state: str | None = None
 
 
 @dataclass(slots=True)
