@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from sqlalchemy import Engine, and_, insert, select, update
+from sqlalchemy import Engine, and_, func, insert, select, update
 
 from portcullis.approvals.model import (
     APPROVED,
@@ -36,6 +36,9 @@ from portcullis.approvals.model import (
 from portcullis.store.schema import approval_votes, approvals, grants
 
 MAX_GRANT_MINUTES = 24 * 60
+
+
+DECIDED_CHANNEL = "portcullis_approval_decided"  # PostgreSQL NOTIFY channel: payload = the approval id
 
 
 class ApprovalError(Exception):
@@ -307,6 +310,8 @@ class ApprovalBook:
                 )
                 if done.rowcount != 1:
                     raise ApprovalError(409, f"approval request {approval_id} was decided meanwhile")
+            if state != PENDING and conn.dialect.name == "postgresql":  # other replicas' waiters wake at once
+                conn.execute(select(func.pg_notify(DECIDED_CHANNEL, approval_id)))  # sent on commit
             if state == APPROVED and grant is not None:
                 patterns = grant.get("arguments")
                 conn.execute(

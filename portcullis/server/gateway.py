@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy import Engine
 
 from portcullis import errors
-from portcullis.approvals.book import ApprovalBook
+from portcullis.approvals.book import DECIDED_CHANNEL, ApprovalBook
 from portcullis.approvals.model import APPROVED, DENIED, PENDING, WITHDRAWN, Hold
 from portcullis.approvals.notify import Notifier, WebhookTarget
 from portcullis.approvals.tasks import HeldTasks
@@ -232,6 +232,8 @@ class Gateway:
             self.background(self._watch_policy(), name="policy-watch")
         if self.config.recording.retention is not None:
             self.background(self._retention(self.config.recording.retention), name="retention")
+        if self.engine.dialect.name == "postgresql":
+            self.background(self._listen_decisions(), name="approval-notify")
 
     def begin_drain(self) -> None:
         """SIGTERM: readiness goes false, new requests are refused (503), and calls waiting for an approval are
@@ -290,6 +292,27 @@ class Gateway:
         what = "recovered: traffic flows again" if healthy else f"failing ({why}): traffic is refused"
         body = {"gateway": self.public_base, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "detail": why}
         self.alerts.alert("recording-store", event, body, f"Portcullis {self.public_base}: the recording store {what}")
+
+    async def _listen_decisions(self) -> None:
+        """PostgreSQL: decisions taken through any replica (NOTIFY from the approval book) wake the calls held here
+        at once; the store poll (approvals.poll_interval) stays as the fallback while this connection is down."""
+        import psycopg
+
+        url = self.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        backoff = 0.5
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+                    await conn.execute(f"LISTEN {DECIDED_CHANNEL}")
+                    backoff = 0.5
+                    async for note in conn.notifies():
+                        self.approval_decided(note.payload)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("approval notifications: %s; retrying in %.1f s", type(exc).__name__, backoff)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 30.0)
 
     async def _retention(self, r: RetentionConfig) -> None:
         """Prune by age/size now and then (docs: store/retention.py). A failed pass is logged and retried later."""

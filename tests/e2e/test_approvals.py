@@ -724,3 +724,39 @@ async def test_a_denied_task_fails_and_a_cancelled_one_withdraws(
     assert got["result"]["status"] == "cancelled"
     _status, shown = await admin(http, gw, op, "bob", "GET", f"/{req2}")
     assert shown["state"] == "withdrawn"
+
+
+async def test_a_decision_through_another_replica_releases_the_held_call_within_a_second(
+    op: OidcProvider, faulty: ManagedProcess, http: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    """Two replicas on one PostgreSQL: alice's call waits on replica A, bob approves through replica C; the call
+    goes on within a second. The store poll is set to 30 s, so only the database's notification can do that."""
+    from portcullis.store.db import make_engine, upgrade
+    from tests.support.postgres import pg_schema
+
+    with pg_schema() as store:
+        engine = make_engine(store)
+        upgrade(engine)
+        engine.dispose()
+        replicas = []
+        for name in ("a", "c"):
+            where = tmp_path / name
+            where.mkdir()
+            path, _ = _config(where, op, faulty, approvals={"wait": 20, "poll_interval": 30}, recording={"chain": name})
+            cfg = json.loads(path.read_text())
+            path.write_text(json.dumps({**cfg, "store": store}))
+            replicas.append(start_gateway(path, store))
+        try:
+            a, c = replicas
+            alice = await mcp(http, a, op, "alice")
+            before = await calls_received(http, faulty)
+            call = asyncio.ensure_future(alice.call({"marker": "cross-replica"}))
+            req = await pending_for(http, c, op, "cross-replica")  # listed through C: the book is shared
+            assert not call.done()
+            assert (await admin(http, c, op, "bob", "POST", f"/{req}/approve"))[0] == 200
+            result = await asyncio.wait_for(call, timeout=1.0)
+            assert "result" in result, result
+            assert await calls_received(http, faulty) == before + 1
+        finally:
+            for gw in replicas:
+                gw.proc.stop(timeout=10)
