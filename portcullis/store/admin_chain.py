@@ -24,7 +24,10 @@ _PG_LOCK = 0x706F7274  # "port": the advisory lock id of the admin chain
 def append(conn: Any, kind: str, detail: str, chain: str = CLI_CHAIN) -> None:
     if conn.dialect.name == "postgresql":
         conn.execute(select(func.pg_advisory_xact_lock(_PG_LOCK)))
+    from portcullis.store.writer import RECORD_COLUMNS, RECORD_TEXT, fit
+
     r = event_record("-", None, kind, detail)
+    fit(r, RECORD_TEXT)
     r.chain = chain
     head = conn.execute(
         select(records.c.hash)
@@ -34,6 +37,4 @@ def append(conn: Any, kind: str, detail: str, chain: str = CLI_CHAIN) -> None:
     ).scalar()
     r.prev_hash = bytes(head) if head is not None else GENESIS
     r.hash = digest(r.prev_hash, operator.attrgetter(*CHAIN_FIELDS)(r))
-    from portcullis.store.writer import RECORD_COLUMNS
-
     conn.execute(insert(records).values(**{c: getattr(r, c) for c in RECORD_COLUMNS}))

@@ -34,7 +34,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from sqlalchemy import Engine, LargeBinary, Table, bindparam, insert, update
+from sqlalchemy import Engine, LargeBinary, String, Table, bindparam, insert, update
 from sqlalchemy.engine import Dialect
 from sqlalchemy.pool import PoolProxiedConnection
 
@@ -86,6 +86,36 @@ def _columns(table: Table, item: type) -> tuple[str, ...]:
 
 RECORD_COLUMNS = tuple(c for c in _columns(records, Record) if c != "seq")  # the store numbers records
 SESSION_COLUMNS = _columns(sessions, SessionOpen)
+
+
+def _text_limits(table: Table, cols: tuple[str, ...]) -> tuple[tuple[str, int | None], ...]:
+    """(column, length or None) of the text columns among ``cols``: what :func:`fit` bounds."""
+    out = []
+    for name in cols:
+        typ = table.c[name].type
+        if isinstance(typ, String):  # Text is a String without a length
+            out.append((name, typ.length))
+    return tuple(out)
+
+
+RECORD_TEXT = _text_limits(records, RECORD_COLUMNS)
+SESSION_TEXT = _text_limits(sessions, SESSION_COLUMNS)
+
+
+def fit(item: Any, limits: tuple[tuple[str, int | None], ...]) -> None:
+    """Make an item's text storable everywhere, before it is hashed: a value longer than its column is cut (with
+    ``…`` at the end; PostgreSQL refuses it, SQLite would keep it), and NUL characters, which PostgreSQL text cannot
+    hold, become U+FFFD. A client's odd id or method thus never fails a batch (and everyone's responses with it);
+    the message itself is kept whole in ``payload`` (bytes)."""
+    for name, limit in limits:
+        v = getattr(item, name)
+        if v.__class__ is not str:
+            continue
+        if "\x00" in v:
+            v = v.replace("\x00", "\ufffd")
+            setattr(item, name, v)
+        if limit is not None and len(v) > limit:
+            setattr(item, name, v[: limit - 1] + "…")
 
 
 @dataclass(frozen=True, slots=True)
@@ -407,12 +437,15 @@ class StoreWriter:
         try:
             if opens:
                 s = self._session_sql
+                for o in opens:
+                    fit(o, SESSION_TEXT)
                 cur.executemany(s.sql, [s.params(o) for o in opens])
             if recs:
                 prev = start
                 values = self._chain_values
                 chain_id = self.chain_id
                 for r in recs:  # in the order they are inserted, which is seq order (one writer per chain)
+                    fit(r, RECORD_TEXT)
                     r.chain = chain_id
                     r.prev_hash = prev
                     prev = r.hash = digest(prev, values(r))

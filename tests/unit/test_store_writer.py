@@ -279,3 +279,25 @@ async def test_one_writer_per_chain_across_processes_on_postgresql() -> None:
         finally:
             for e in engines:
                 e.dispose()
+
+
+async def test_odd_client_text_never_fails_a_batch(engine: Engine) -> None:
+    """An id longer than its column, a NUL in a method name (PostgreSQL text cannot hold it): the batch — and the
+    other callers' records in it — commits; the values are cut or replaced before they are hashed, so the chain
+    verifies; the message itself stays whole in the payload."""
+    from portcullis.store.verify import verify
+
+    odd = event_record("s", None, "k", "odd")
+    odd.msg_id, odd.method, odd.principal = "7" * 1000, "tools/\x00call", "p" * 5000
+    odd.payload = b'{"id": "' + b"7" * 1000 + b'"}'
+    w = StoreWriter(engine)
+    w.start(asyncio.get_running_loop())
+    try:
+        await asyncio.gather(w.write([odd]), w.write([event_record("s", None, "k", "neighbour")]))
+    finally:
+        w.close()
+    rows = all_records(engine)
+    assert [r["detail"] for r in rows] == ["odd", "neighbour"]
+    assert rows[0]["msg_id"] == "7" * 199 + "…" and rows[0]["method"] == "tools/\ufffdcall"
+    assert len(rows[0]["principal"]) == 400 and bytes(rows[0]["payload"]).count(b"7") == 1000
+    assert verify(engine).ok
