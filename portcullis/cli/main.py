@@ -316,6 +316,7 @@ def main() -> None:
 
 
 def _register() -> None:
+    from portcullis.cli.agents_cmd import agent, agents_group
     from portcullis.cli.approvals_cmd import approvals_group
     from portcullis.cli.audit_cmd import audit_group
     from portcullis.cli.mask_cmd import forensic_group, mask
@@ -324,6 +325,8 @@ def _register() -> None:
     cli.add_command(policy_group, "policy")
     cli.add_command(mask, "mask")
     cli.add_command(approvals_group, "approvals")
+    cli.add_command(agent, "agent")
+    cli.add_command(agents_group, "agents")
     cli.add_command(audit_group, "audit")
     cli.add_command(forensic_group, "forensic")
     __import__("portcullis.cli.connect", fromlist=["register"]).register(cli)  # login, connect

@@ -4,27 +4,41 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError
 
-from portcullis.config.model import Config
+from portcullis.config.model import AgentConfig, Config
 from portcullis.errors import ConfigError
+
+M = TypeVar("M", bound=BaseModel)
 
 
 def load_config(path: str | os.PathLike[str]) -> Config:
+    return load_config_text(_read(path), str(path))
+
+
+def load_agent_config(path: str | os.PathLike[str]) -> AgentConfig:
+    """The agent's own file (``portcullis agent --config``), checked with the same precise errors."""
+    return load_model_text(_read(path), str(path), AgentConfig)
+
+
+def _read(path: str | os.PathLike[str]) -> str:
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        return p.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError([f"{p}: cannot read the file: {exc.strerror or exc}"]) from exc
-    return load_config_text(text, str(p))
 
 
 def load_config_text(text: str, filename: str = "<config>") -> Config:
+    return load_model_text(text, filename, Config)
+
+
+def load_model_text(text: str, filename: str, model: type[M]) -> M:
     yaml = YAML(typ="rt")
     try:
         data = yaml.load(text)
@@ -37,10 +51,10 @@ def load_config_text(text: str, filename: str = "<config>") -> Config:
     if not isinstance(data, dict):
         raise ConfigError([f"{filename}:1:1: expected a mapping of settings at the top level"])
     try:
-        config = Config.model_validate(_plain(data))
+        config = model.model_validate(_plain(data))
     except ValidationError as exc:
         raise ConfigError([_describe(filename, data, err) for err in exc.errors()]) from exc
-    problems = config.problems()
+    problems = config.problems() if isinstance(config, Config) else []
     if problems:
         lines = []
         for path, msg in problems:

@@ -142,9 +142,18 @@ class ServerConfig(_Strict):
     call_timeout: float = Field(default=300.0, gt=0)
     startup_timeout: float = Field(default=60.0, gt=0)
     restart_backoff_max: float = Field(default=30.0, gt=0)
+    via: Literal["direct", "agent"] = Field(
+        default="direct",
+        description="agent: the server is reached through a connected `portcullis agent` that announces it (no "
+        "url or command here: they, and the server's secrets, stay with the agent)",
+    )
 
     @model_validator(mode="after")
     def _one_kind(self) -> ServerConfig:
+        if self.via == "agent":
+            if self.command is not None or self.url is not None or self.transport not in (None, "streamable-http"):
+                raise ValueError("a server reached through an agent has no 'url', 'command' or 'transport' here")
+            return self
         if (self.command is None) == (self.url is None):
             raise ValueError("give exactly one of 'command' (a stdio server) or 'url' (an HTTP server)")
         if self.url is not None and not re.match(r"^https?://", self.url):
@@ -157,9 +166,52 @@ class ServerConfig(_Strict):
 
     @property
     def kind(self) -> str:
+        if self.via == "agent":
+            return "agent"
         if self.command is not None:
             return "stdio"
         return self.transport or "streamable-http"
+
+
+class AgentServerConfig(_Strict):
+    """A Streamable HTTP MCP server only the agent can reach, with the agent's own secrets for it."""
+
+    url: str
+    headers: dict[str, str] = Field(default_factory=dict)
+    headers_from_env: dict[str, str] = Field(
+        default_factory=dict, description="header -> environment variable (of the agent) holding its value"
+    )
+    headers_from_file: dict[str, str] = Field(
+        default_factory=dict, description="header -> file (of the agent) holding its value"
+    )
+    connect_timeout: float = Field(default=10.0, gt=0)
+    call_timeout: float = Field(default=300.0, gt=0)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if not re.match(r"^https?://", v):
+            raise ValueError("expected an http:// or https:// URL")
+        return v
+
+
+class AgentConfig(_Strict):
+    """``portcullis agent --config FILE``: where to dial out to, with which token, carrying which servers."""
+
+    gateway: str = Field(description="the gateway's tunnel endpoint, e.g. wss://gateway.example.com/agent/connect")
+    token_env: str | None = Field(default="PORTCULLIS_AGENT_TOKEN", description="environment variable with the token")
+    token_file: str | None = Field(default=None, description="file holding the token (instead of token_env)")
+    servers: dict[Annotated[str, Field(pattern=NAME_RE.pattern)], AgentServerConfig] = Field(min_length=1)
+    reconnect_max: float = Field(default=30.0, gt=0, description="the longest wait between reconnects, seconds")
+    heartbeat: float = Field(default=10.0, gt=0, description="seconds between pings on the tunnel")
+    max_body_bytes: int = Field(default=16 * 1024 * 1024, gt=0, description="largest request body carried")
+
+    @field_validator("gateway")
+    @classmethod
+    def _gateway(cls, v: str) -> str:
+        if not re.match(r"^(wss?|https?)://", v):
+            raise ValueError("expected a ws://, wss://, http:// or https:// URL of the gateway's /agent/connect")
+        return v
 
 
 class LimitsConfig(_Strict):

@@ -43,6 +43,7 @@ def build_app(config: Config) -> web.Application:
     app.router.add_get(DEV_PATH + "/.well-known/openid-configuration", _dev_discovery)
     AdminApi(gw).routes(app)
     app.router.add_get("/healthz", _healthz)
+    app.router.add_get("/agent/connect", gw.agents.handle)
     app.router.add_get("/metrics", _metrics)
     app.router.add_get(AUDIT_KEY_PATH, _audit_key)
     app.router.add_get("/readyz", _readyz)

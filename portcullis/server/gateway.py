@@ -41,6 +41,7 @@ from portcullis.store.chain import SESSION_CHAINED
 from portcullis.store.queries import get_session
 from portcullis.store.writer import Fanout, Item, SessionEnd, SessionOpen, StoreWriter
 from portcullis.tasks import spawn
+from portcullis.tunnel.hub import AgentHub, AgentUpstream
 from portcullis.upstream import h1
 from portcullis.upstream.http import HttpUpstream
 from portcullis.upstream.routed import RestartGate, RoutedSession
@@ -177,6 +178,8 @@ class Gateway:
             listener=Fanout([self.metrics]),
         )
         self.sessions = SessionTable(config.limits.max_sessions)
+        via_agent = frozenset(n for n, s in config.servers.items() if s.via == "agent")
+        self.agents = AgentHub(engine, via_agent, self.record_event, self.writer.chain_id)
         a = config.approvals
         self.approvals = ApprovalBook(engine, a.ttl, a.release_window, a.required)
         self._decisions: dict[str, asyncio.Event] = {}  # approval id -> set when it is decided (in this process)
@@ -217,6 +220,10 @@ class Gateway:
             if scfg.kind in ("stdio", "sse"):
                 self.channel_servers[name] = scfg
                 self.restart_gates[name] = RestartGate(scfg.restart_backoff_max)
+            elif scfg.kind == "agent":
+                self.http_upstreams[name] = AgentUpstream(  # type: ignore[assignment]
+                    name, scfg, self.agents, self.http, lim.max_sse_event_bytes, lim.max_body_bytes * 16
+                )
             else:
                 self.http_upstreams[name] = HttpUpstream(
                     name, scfg, self.http, lim.max_sse_event_bytes, lim.max_body_bytes * 16, self.h1
@@ -262,6 +269,7 @@ class Gateway:
             await self.end_session(s, "gateway shutdown", notify_upstream=False)
         for shared in self._shared.values():
             await shared.close()
+        await self.agents.close()
         if self.http is not None:
             await self.http.close()
         if self.h1 is not None:

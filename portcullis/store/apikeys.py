@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, insert, select, update
+from sqlalchemy import Engine, Table, insert, select, update
 
 from portcullis.store import admin_chain
 from portcullis.store.schema import api_keys
@@ -42,18 +42,22 @@ def hash_secret(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def split_key(token: str) -> tuple[str, str] | None:
-    """(id, secret) of a well-formed key, else None."""
-    if not token.startswith(PREFIX):
+def split_key(token: str, prefix: str = PREFIX) -> tuple[str, str] | None:
+    """(id, secret) of a well-formed ``<prefix><id>_<secret>`` (API keys, agent tokens), else None."""
+    if not token.startswith(prefix):
         return None
-    kid, sep, secret = token[len(PREFIX) :].partition("_")
+    kid, sep, secret = token[len(prefix) :].partition("_")
     if not sep or not kid.isalnum() or len(secret) < 32:
         return None
     return kid, secret
 
 
 def matches(key: ApiKey, secret: str) -> bool:
-    return hmac.compare_digest(key.secret_hash, hash_secret(secret))
+    return matches_hash(key.secret_hash, secret)
+
+
+def matches_hash(secret_hash: str, secret: str) -> bool:
+    return hmac.compare_digest(secret_hash, hash_secret(secret))
 
 
 def _audit(conn: Any, kind: str, detail: str) -> None:
@@ -94,14 +98,17 @@ def create(engine: Engine, name: str, owner: str, groups: list[str], ttl_seconds
 
 
 def revoke(engine: Engine, kid: str) -> bool:
+    return revoke_row(engine, api_keys, kid, "apikey_revoked", f"api key {kid} revoked")
+
+
+def revoke_row(engine: Engine, table: Table, row_id: str, kind: str, detail: str) -> bool:
+    """Revoke one credential row (``id``, ``revoked_ns``) and record it on the admin chain, in one transaction."""
     with engine.begin() as conn:
         n = conn.execute(
-            update(api_keys)
-            .where(api_keys.c.id == kid, api_keys.c.revoked_ns.is_(None))
-            .values(revoked_ns=time.time_ns())
+            update(table).where(table.c.id == row_id, table.c.revoked_ns.is_(None)).values(revoked_ns=time.time_ns())
         ).rowcount
         if n:
-            _audit(conn, "apikey_revoked", f"api key {kid} revoked")
+            admin_chain.append(conn, kind, detail)
     return bool(n)
 
 

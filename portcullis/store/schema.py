@@ -140,6 +140,37 @@ grants = Table(
     Column("rule", String(200)),  # the hold rule whose approval granted it: a grant serves that rule only
 )
 
+agent_tokens = Table(
+    "agent_tokens",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("servers", Text, nullable=False),  # JSON list: the server names this token may announce
+    Column("secret_hash", String(128), nullable=False),
+    Column("created_ns", BigInteger, nullable=False),
+    Column("expires_ns", BigInteger),
+    Column("revoked_ns", BigInteger),
+)
+
+agent_connections = Table(
+    "agent_connections",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("token_id", String(32), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("version", String(64)),
+    Column("servers", Text, nullable=False),  # JSON list: what it announced (and was allowed)
+    Column("replica", String(64)),  # the gateway replica (its audit chain) it is connected to
+    Column("remote", String(200)),
+    Column("connected_ns", BigInteger, nullable=False),
+    Column("last_seen_ns", BigInteger, nullable=False),
+    Column("disconnected_ns", BigInteger),
+    Column("reason", String(200)),
+    Column("streams", BigInteger),
+    Column("bytes_in", BigInteger),
+    Column("bytes_out", BigInteger),
+)
+
 Index("ix_grants_match", grants.c.requester_key, grants.c.server, grants.c.expires_ns)
 Index("ix_approvals_match", approvals.c.requester_key, approvals.c.args_digest, approvals.c.state)
 Index("ix_approvals_state_created", approvals.c.state, approvals.c.created_ns)
@@ -148,3 +179,4 @@ Index("ix_records_chain_seq", records.c.chain, records.c.seq)
 Index("ix_records_session_seq", records.c.session_id, records.c.seq)
 Index("ix_records_ts", records.c.ts_ns)
 Index("ix_sessions_created", sessions.c.created_ns)
+Index("ix_agent_connections_seen", agent_connections.c.disconnected_ns, agent_connections.c.last_seen_ns)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import aiohttp
 import yarl
@@ -43,6 +44,16 @@ def forward_headers(src: Mapping[str, str], extra: Mapping[str, str]) -> dict[st
     return out
 
 
+async def upstream_headers(
+    creds: UpstreamCredentials, headers: Mapping[str, str], upstream_session: str | None, subject_token: str | None
+) -> dict[str, str]:
+    """What goes to an upstream: the forwarded headers, the gateway's credential for it, its session id."""
+    h = forward_headers(headers, await creds.headers(subject_token) if creds.dynamic else creds.static)
+    if upstream_session is not None:
+        h["Mcp-Session-Id"] = upstream_session
+    return h
+
+
 @dataclass(slots=True, frozen=True)
 class Priming:
     """The upstream primed its stream for resumption (an event with an id and no data), maybe with ``retry``."""
@@ -50,10 +61,30 @@ class Priming:
     retry: int | None
 
 
+class BodyReader(Protocol):
+    """A response read by chunks (the gateway's HTTP/1.1 client's, or one arriving through an agent tunnel)."""
+
+    status: int
+
+    @property
+    def headers(self) -> Any: ...
+
+    @property
+    def content_length(self) -> int | None: ...
+
+    async def read(self, limit: int) -> bytes: ...
+
+    def iter_chunks(self) -> AsyncIterator[bytes]: ...
+
+    def release(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
 class HttpReply:
     __slots__ = ("_max_event", "_max_json", "_resp", "last_event_id", "retry", "session_id", "status", "streaming")
 
-    def __init__(self, resp: aiohttp.ClientResponse | h1.Response, max_event: int, max_json: int) -> None:
+    def __init__(self, resp: aiohttp.ClientResponse | BodyReader, max_event: int, max_json: int) -> None:
         self._resp = resp
         self._max_event = max_event
         self._max_json = max_json
@@ -67,7 +98,7 @@ class HttpReply:
     async def body(self) -> bytes:
         """The whole body of a non-streaming reply (bounded)."""
         resp = self._resp
-        if isinstance(resp, h1.Response):
+        if not isinstance(resp, aiohttp.ClientResponse):
             try:
                 return await resp.read(self._max_json)
             except h1.TooLarge as exc:
@@ -113,7 +144,7 @@ class HttpReply:
             return
         parser = sse.SSEParser(self._max_event)
         resp = self._resp
-        chunks = resp.iter_chunks() if isinstance(resp, h1.Response) else resp.content.iter_any()
+        chunks = resp.content.iter_any() if isinstance(resp, aiohttp.ClientResponse) else resp.iter_chunks()
         try:
             async for chunk in chunks:
                 for ev in parser.feed(chunk):
@@ -187,10 +218,7 @@ class HttpUpstream:
     ) -> HttpReply:
         """``subject_token``: the caller's validated access token, for an upstream whose credential is an RFC 8693
         token exchange (it goes to the authorization server, never to the upstream)."""
-        creds = self.credentials
-        h = forward_headers(headers, await creds.headers(subject_token) if creds.dynamic else creds.static)
-        if upstream_session is not None:
-            h["Mcp-Session-Id"] = upstream_session
+        h = await upstream_headers(self.credentials, headers, upstream_session, subject_token)
         resp: aiohttp.ClientResponse | h1.Response
         try:
             if self._h1 is not None:  # follows no redirect, keeps no cookies
