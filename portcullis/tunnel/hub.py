@@ -64,6 +64,10 @@ class AgentConn:
         return self.token.name
 
 
+class AgentTunnelLost(h1.H1Error):
+    """The agent's tunnel failed mid-response (the name shows in the caller's error: "upstream stream broke: …")."""
+
+
 class TunnelResponse:
     """An upstream's response arriving through the tunnel, with the reading interface of :class:`h1.Response`."""
 
@@ -83,14 +87,14 @@ class TunnelResponse:
         except TunnelError as exc:
             if "larger than the limit" in str(exc):
                 raise h1.TooLarge(str(exc)) from None
-            raise h1.H1Error(f"tunnel: {exc}") from None
+            raise AgentTunnelLost(f"tunnel: {exc}") from None
 
     async def iter_chunks(self) -> AsyncIterator[bytes]:
         try:
             while chunk := await self._stream.read():
                 yield chunk
         except TunnelError as exc:
-            raise h1.H1Error(f"tunnel: {exc}") from None
+            raise AgentTunnelLost(f"tunnel: {exc}") from None
 
     def release(self) -> None:
         self._abandon("released before its end")

@@ -127,10 +127,11 @@ class Stream:
 
     async def read(self) -> bytes:
         """The next chunk of the peer's body; ``b""`` once it ended. Raises TunnelError if the stream was reset."""
-        while not self._inbox:
-            if self.reset_reason is not None:
+        while not self._inbox or self.reset_reason is not None:
+            if self.reset_reason is not None:  # what was buffered is part of a failed exchange: not handed out
                 raise TunnelError(self.reset_reason)
             if self.ended:
+                self.mux._maybe_forget(self)
                 return b""
             self._waiter = asyncio.get_running_loop().create_future()
             await self._waiter

@@ -116,3 +116,110 @@ async def test_forged_revoked_and_overreaching_tokens_are_refused(
         assert not connected(gateway.store)
     finally:
         b.stop(timeout=10)
+
+
+async def test_a_dying_agent_fails_calls_fast_and_a_new_one_is_used_without_a_gateway_restart(
+    gateway: RunningGateway, fixture: ManagedProcess, tmp_path: Path
+) -> None:
+    token = create_token(gateway.config_path, "edge-1", ["fx"])
+    servers = {"fx": {"url": fixture.ready_value}}
+    agent = start_agent(tmp_path, gateway.base, servers, token)
+    await eventually(lambda: connected(gateway.store, "edge-1"), 20, "the agent to connect")
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
+        c = Client(http, gateway.url("fx"))
+        await c.open()
+        call = asyncio.ensure_future(c.call("slow_compute", {"seconds": 20}))
+        await eventually(
+            lambda: any(r["method"] == "tools/call" and r["direction"] == "c2s" for r in load_records(gateway.store)),
+            20,
+            "the call to be under way",
+        )
+        t0 = time.monotonic()
+        os.kill(agent.pid, signal.SIGKILL)
+        body = await asyncio.wait_for(call, 10)
+        took = time.monotonic() - t0
+        assert body["error"]["code"] == -32001 and "Tunnel" in body["error"]["message"], body
+        assert took < 5, took
+        agent.stop(timeout=5)
+
+        again = start_agent(tmp_path, gateway.base, servers, token)  # the same gateway, never restarted
+        try:
+            await eventually(lambda: connected(gateway.store, "edge-1"), 20, "the new agent to connect")
+            body = await c.call("echo", {"text": "still here"})  # the same session, the same upstream behind
+            assert "result" in body, body
+        finally:
+            again.stop(timeout=10)
+
+
+async def test_two_agents_share_new_sessions_and_fail_over(
+    gateway: RunningGateway, fixture: ManagedProcess, tmp_path: Path
+) -> None:
+    servers = {"fx": {"url": fixture.ready_value}}
+    agents = []
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        agents.append(
+            start_agent(tmp_path / name, gateway.base, servers, create_token(gateway.config_path, name, ["fx"]))
+        )
+    try:
+        await eventually(lambda: len(connected(gateway.store)) == 2, 20, "both agents to connect")
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
+            clients = [Client(http, gateway.url("fx")) for _ in range(6)]
+            for c in clients:
+                await c.open()
+                assert "result" in await c.call("echo", {"text": "x"})
+            os.kill(agents[0].pid, signal.SIGKILL)  # a fails: everyone goes on through b
+            await eventually(lambda: len(connected(gateway.store)) == 1, 20, "the gateway to notice")
+            for c in clients:
+                assert "result" in await c.call("echo", {"text": "after the failover"})
+        agents[1].stop(timeout=10)
+        await eventually(lambda: not connected(gateway.store), 20, "b to disconnect")
+    finally:
+        for a in agents:
+            a.stop(timeout=5)
+    rows = {r["name"]: r for r in _all_connections(gateway.store)}
+    assert rows["a"]["streams"] > 0 and rows["b"]["streams"] > 0  # both carried new sessions
+
+
+def _all_connections(store: str) -> list[dict[str, Any]]:
+    from sqlalchemy import select
+
+    from portcullis.store.db import make_engine
+    from portcullis.store.schema import agent_connections
+
+    engine = make_engine(store)
+    try:
+        with engine.connect() as conn:
+            return [dict(r) for r in conn.execute(select(agent_connections)).mappings()]
+    finally:
+        engine.dispose()
+
+
+async def test_a_revoked_token_is_refused_at_the_next_connect(
+    gateway: RunningGateway, fixture: ManagedProcess, tmp_path: Path
+) -> None:
+    import subprocess
+    import sys
+
+    token = create_token(gateway.config_path, "edge-r", ["fx"])
+    agent = start_agent(tmp_path, gateway.base, {"fx": {"url": fixture.ready_value}}, token)
+    await eventually(lambda: connected(gateway.store, "edge-r"), 20, "the agent to connect")
+    tid = token.split("_")[1]
+    res = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "portcullis", "agents", "revoke", tid, "--config", str(gateway.config_path)],
+        capture_output=True,
+        timeout=60,
+    )
+    assert res.returncode == 0, res.stderr
+    os.kill(agent.pid, signal.SIGKILL)
+    agent.stop(timeout=5)
+    (tmp_path / "again").mkdir()
+    again = start_agent(tmp_path / "again", gateway.base, {"fx": {"url": fixture.ready_value}}, token)
+    try:
+        await eventually(
+            lambda: sum(r["kind"] == "agent_refused" for r in load_records(gateway.store)) >= 1, 20, "the refusal"
+        )
+        assert not connected(gateway.store, "edge-r")
+    finally:
+        again.stop(timeout=5)
