@@ -223,3 +223,56 @@ async def test_a_revoked_token_is_refused_at_the_next_connect(
         assert not connected(gateway.store, "edge-r")
     finally:
         again.stop(timeout=5)
+
+
+SESSIONS = 64
+BOUND_S = 5.0  # every streaming call of the 64 finishes within this, whatever the slow stream does
+
+
+async def test_64_streaming_sessions_over_one_agent_and_a_slow_stream_holds_up_nobody(
+    gateway: RunningGateway, fixture: ManagedProcess, tmp_path: Path
+) -> None:
+    """64 sessions each stream progress notifications through one agent connection at once, while another session
+    streams slowly (3 s between events) and a third pulls a 4 MB result: each of the 64 finishes within
+    BOUND_S (alone, a call takes ~0.1 s: 5 steps 20 ms apart)."""
+    token = create_token(gateway.config_path, "edge-64", ["fx"])
+    agent = start_agent(tmp_path, gateway.base, {"fx": {"url": fixture.ready_value}}, token)
+    try:
+        await eventually(lambda: connected(gateway.store, "edge-64"), 20, "the agent to connect")
+        async with aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=60), connector=aiohttp.TCPConnector(limit=0)
+        ) as http:
+            slow, big = Client(http, gateway.url("fx")), Client(http, gateway.url("fx"))
+            await slow.open()
+            await big.open()
+            held_up = asyncio.ensure_future(slow.call("slow_progress", {"steps": 3, "delay_ms": 3000}))
+            bulk = asyncio.ensure_future(big.call("big_text", {"size": 4_000_000}))
+            clients = [Client(http, gateway.url("fx")) for _ in range(SESSIONS)]
+            await asyncio.gather(*(c.open() for c in clients))
+
+            async def streamed(i: int, c: Client) -> float:
+                t0 = time.monotonic()
+                c.n += 1
+                req = {
+                    "jsonrpc": "2.0",
+                    "id": c.n,
+                    "method": "tools/call",
+                    "params": {
+                        "name": "slow_progress",
+                        "arguments": {"steps": 5, "delay_ms": 20},
+                        "_meta": {"progressToken": f"p{i}"},
+                    },
+                }
+                async with http.post(c.url, json=req, headers=c.h) as r:
+                    raw = await r.read()
+                events = [ln for ln in raw.split(b"\n") if ln.startswith(b"data: ") and ln[6:].strip()]
+                assert len(events) == 6 and b"completed 5 steps" in events[-1], raw[-300:]  # 5 progress + result
+                return time.monotonic() - t0
+
+            took = await asyncio.gather(*(streamed(i, c) for i, c in enumerate(clients)))
+            assert max(took) < BOUND_S, sorted(took)[-5:]
+            assert not held_up.done()  # the slow stream was still going all along
+            assert "result" in await asyncio.wait_for(held_up, 20)
+            assert len((await asyncio.wait_for(bulk, 30))["result"]["content"][0]["text"]) == 4_000_000
+    finally:
+        agent.stop(timeout=10)
