@@ -308,7 +308,9 @@ class AgentUpstream:
             )
         try:
             stream = conn.mux.open()
-            await stream.send_head({"server": self.name, "method": method, "headers": dict(h)}, OPEN)
+            await stream.send_head(
+                {"server": self.name, "method": method, "headers": {str(k): v for k, v in h.items()}}, OPEN
+            )
             if body:
                 await stream.write(body)
             await stream.end()

@@ -33,3 +33,17 @@ async def eventually_async(check: Callable[[], Awaitable[bool]], within: float =
             raise AssertionError(f"{what} did not happen within {within} s")
         await asyncio.sleep(delay)
         delay = min(delay * 2, 0.2)
+
+
+def wait_until(check: Callable[[], T], within: float = 10.0, what: str = "condition") -> T:
+    """:func:`eventually` for synchronous code (fixtures): bounded polling, no fixed sleep."""
+    deadline = time.monotonic() + within
+    delay = 0.005
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} did not happen within {within} s")
+        time.sleep(delay)
+        delay = min(delay * 2, 0.1)
