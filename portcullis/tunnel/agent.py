@@ -16,14 +16,17 @@ import contextlib
 import logging
 import os
 import random
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import yarl
 
 from portcullis import __version__
 from portcullis.config.model import AgentConfig, AgentServerConfig
-from portcullis.tunnel.mux import Mux, Stream, TunnelError
+from portcullis.tunnel.mux import MAX_FRAME, Mux, Stream, TunnelError
+from portcullis.upstream import h1
 
 log = logging.getLogger("portcullis.agent")
 
@@ -61,13 +64,15 @@ class Agent:
         self._secrets = {name: _secret_headers(s) for name, s in cfg.servers.items()}  # read once, at start
         url = cfg.gateway
         self.url = "ws" + url[4:] if url.startswith("http") else url
-        self.http: aiohttp.ClientSession | None = None
+        self.http: aiohttp.ClientSession | None = None  # https servers, and the tunnel itself
+        self.pool: h1.Pool | None = None  # http:// servers
         self.connected = asyncio.Event()
         self.connections = 0
 
     async def run(self) -> None:
         """Forever: connect, serve, and when the tunnel drops, dial again with backoff (and jitter)."""
         backoff = 0.25
+        self.pool = h1.Pool(limit_per_host=0, keepalive_timeout=60.0)
         async with aiohttp.ClientSession(auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar()) as http:
             self.http = http
             while True:
@@ -122,8 +127,8 @@ class Agent:
         return ws.close_code
 
     async def _serve(self, stream: Stream, head: dict[str, Any]) -> None:
-        """One exchange: the gateway's request to a local server, its response back, chunk by chunk."""
-        assert self.http is not None
+        """One exchange: the gateway's request to a local server, its response back. A reset from the gateway
+        cancels this task, which drops the local request (that is the cancellation the server sees)."""
         name = str(head.get("server"))
         local = self.cfg.servers.get(name)
         if local is None:
@@ -132,45 +137,83 @@ class Agent:
         body = await stream.read_all(self.cfg.max_body_bytes)
         sent = {k: v for k, v in (head.get("headers") or {}).items() if k.lower() not in HOP_BY_HOP}
         sent.update(self._secrets[name])  # the server's secrets are the agent's
-        timeout = aiohttp.ClientTimeout(total=None, connect=local.connect_timeout, sock_read=local.call_timeout)
-        pump = asyncio.ensure_future(
-            self._exchange(stream, str(head.get("method", "POST")), local, sent, body, timeout)
-        )
-        reset = asyncio.ensure_future(stream.reset_event.wait())
-        try:
-            await asyncio.wait({pump, reset}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for t in (pump, reset):
-                t.cancel()
-            with contextlib.suppress(asyncio.CancelledError, TunnelError):
-                await pump
-
-    async def _exchange(
-        self,
-        stream: Stream,
-        method: str,
-        local: AgentServerConfig,
-        headers: dict[str, str],
-        body: bytes,
-        limits: aiohttp.ClientTimeout,
-    ) -> None:
-        assert self.http is not None
+        stream.on_reset = _canceller()
         answered = False
         try:
-            async with self.http.request(
-                method, local.url, data=body or None, headers=headers, timeout=limits, allow_redirects=False
-            ) as resp:
+            resp = await self._request(str(head.get("method", "POST")), local, sent, body)
+            try:
                 out = {str(k): v for k, v in resp.headers.items() if k.lower() not in HOP_BY_HOP}
+                length = resp.content_length
+                streaming = str(resp.headers.get("Content-Type", "")).startswith("text/event-stream")
+                if not streaming and length is not None and length <= MAX_FRAME:
+                    data = await resp.read(MAX_FRAME)
+                    answered = True
+                    await stream.send_whole({"status": resp.status, "headers": out}, data)  # one frame back
+                    return
                 await stream.send_head({"status": resp.status, "headers": out})
                 answered = True
-                async for chunk in resp.content.iter_any():
+                async for chunk in resp.iter_chunks():
                     await stream.write(chunk)
                 await stream.end()
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            if answered:
-                await stream.reset(f"the server's response broke off ({type(exc).__name__})")
-            else:
-                await stream.reset(f"the agent cannot reach the server ({type(exc).__name__})")
+            finally:
+                resp.release()  # back to the pool when read to its end; closed if cut off mid-body
+        except (aiohttp.ClientError, h1.H1Error, TimeoutError, OSError) as exc:
+            what = "the server's response broke off" if answered else "the agent cannot reach the server"
+            await stream.reset(f"{what} ({type(exc).__name__})")
+
+    async def _request(
+        self, method: str, local: AgentServerConfig, headers: dict[str, str], body: bytes
+    ) -> h1.Response | _AioResponse:
+        url = yarl.URL(local.url)
+        if url.scheme == "http":  # the gateway's own HTTP/1.1 client: a third of aiohttp's CPU per exchange
+            assert self.pool is not None
+            return await self.pool.request(
+                method,
+                url,
+                headers,
+                body or None,
+                connect_timeout=local.connect_timeout,
+                read_timeout=local.call_timeout,
+            )
+        assert self.http is not None
+        timeout = aiohttp.ClientTimeout(total=None, connect=local.connect_timeout, sock_read=local.call_timeout)
+        r = await self.http.request(
+            method, url, data=body or None, headers=headers, timeout=timeout, allow_redirects=False
+        )
+        return _AioResponse(r)
+
+
+class _AioResponse:
+    """aiohttp's response with the reading interface of :class:`h1.Response` (https servers)."""
+
+    def __init__(self, resp: aiohttp.ClientResponse) -> None:
+        self._r = resp
+        self.status = resp.status
+        self.headers = resp.headers
+        self.content_length = resp.content_length
+
+    async def read(self, limit: int) -> bytes:
+        data = await self._r.content.read(limit + 1)
+        if len(data) > limit:
+            raise h1.TooLarge("body larger than the limit")
+        return data
+
+    async def iter_chunks(self) -> AsyncIterator[bytes]:
+        async for chunk in self._r.content.iter_any():
+            yield chunk
+
+    def release(self) -> None:
+        self._r.release()
+
+
+def _canceller() -> Callable[[], None]:
+    task = asyncio.current_task()
+    assert task is not None
+
+    def cancel() -> None:
+        task.cancel()
+
+    return cancel
 
 
 async def run_agent(cfg: AgentConfig) -> None:

@@ -37,7 +37,7 @@ from portcullis import errors
 from portcullis.config.model import ServerConfig
 from portcullis.store import agent_tokens
 from portcullis.store.schema import agent_connections
-from portcullis.tunnel.mux import OPEN, Mux, Stream, TunnelError
+from portcullis.tunnel.mux import MAX_FRAME, OPEN, Mux, Stream, TunnelError
 from portcullis.upstream import h1
 from portcullis.upstream.credentials import UpstreamCredentials
 from portcullis.upstream.http import HttpReply, upstream_headers
@@ -308,12 +308,13 @@ class AgentUpstream:
             )
         try:
             stream = conn.mux.open()
-            await stream.send_head(
-                {"server": self.name, "method": method, "headers": {str(k): v for k, v in h.items()}}, OPEN
-            )
-            if body:
+            head = {"server": self.name, "method": method, "headers": {str(k): v for k, v in h.items()}}
+            if body is None or len(body) <= MAX_FRAME:
+                await stream.send_whole(head, body or b"", OPEN)  # one frame: head, body and end
+            else:
+                await stream.send_head(head, OPEN)
                 await stream.write(body)
-            await stream.end()
+                await stream.end()
             head = await asyncio.wait_for(stream.head_waiter, self.cfg.call_timeout)
         except TimeoutError as exc:
             with contextlib.suppress(Exception):

@@ -12,6 +12,9 @@ binary WebSocket messages: a 5-byte header (stream id, big-endian u32; frame typ
 ``WINDOW`` either way: the receiver consumed N more bytes (u32): the sender may send that many more
 ========  =======================================================================================
 
+A small exchange needs no more than one frame each way: ``OPEN`` or ``HEAD`` with the ``FIN`` bit carries the head
+(length-prefixed JSON), the whole body (at most ``MAX_FRAME``) and the end of that side.
+
 Flow control is per stream, credit-based as in HTTP/2: a sender may have at most ``WINDOW`` unacknowledged bytes in
 flight on a stream; the receiver buffers them without ever blocking the connection's read loop and grants credit
 as its consumer reads. So a slow consumer holds up only its own stream, never the connection or the others; the
@@ -34,8 +37,10 @@ import orjson
 log = logging.getLogger("portcullis.tunnel")
 
 OPEN, HEAD, DATA, END, RESET, WINDOW = 1, 2, 3, 4, 5, 6
+FIN = 0x80  # on OPEN or HEAD: the frame also carries the whole body (after the head) and ends this side
 HEADER = struct.Struct(">IB")
 CREDIT = struct.Struct(">I")
+HEAD_LEN = struct.Struct(">I")
 WINDOW_SIZE = 256 * 1024  # bytes a sender may have unacknowledged on one stream
 MAX_FRAME = 64 * 1024  # DATA payload per frame
 MAX_STREAMS = 4096  # streams open on one connection at once
@@ -69,6 +74,7 @@ class Stream:
         "id",
         "local_ended",
         "mux",
+        "on_reset",
         "reset_event",
         "reset_reason",
     )
@@ -88,6 +94,7 @@ class Stream:
         self.local_ended = False
         self.reset_reason: str | None = None
         self.reset_event = asyncio.Event()  # set when the stream is reset (by either side) or the tunnel drops
+        self.on_reset: Callable[[], None] | None = None  # called once, then (the agent: cancel the local request)
 
     # --- receiving (called by the mux's read loop; never blocks) ---
 
@@ -107,6 +114,9 @@ class Stream:
         if self.reset_reason is None:
             self.reset_reason = reason
         self.reset_event.set()
+        if self.on_reset is not None:
+            cb, self.on_reset = self.on_reset, None
+            cb()
         if not self.head_waiter.done():
             self.head_waiter.set_exception(TunnelError(reason))
             self.head_waiter.exception()  # retrieved: nobody may wait for a head that will never come
@@ -160,6 +170,15 @@ class Stream:
     async def send_head(self, head: dict[str, Any], kind: int = HEAD) -> None:
         await self.mux._send(self.id, kind, orjson.dumps(head))
 
+    async def send_whole(self, head: dict[str, Any], body: bytes, kind: int = HEAD) -> None:
+        """Head, body (at most ``MAX_FRAME``) and end in one frame."""
+        assert len(body) <= MAX_FRAME and not self.local_ended
+        h = orjson.dumps(head)
+        self._credit -= len(body)
+        self.local_ended = True
+        await self.mux._send(self.id, kind | FIN, HEAD_LEN.pack(len(h)) + h + body)
+        self.mux._maybe_forget(self)
+
     async def write(self, data: bytes) -> None:
         view = memoryview(data)
         while view:
@@ -185,6 +204,7 @@ class Stream:
         """Abandon the exchange (both ways); the peer is told."""
         if self.reset_reason is not None:
             return
+        self.on_reset = None  # our own decision: nothing of ours to cancel
         self._on_reset(reason)
         with contextlib.suppress(Exception):
             await self.mux._send(self.id, RESET, orjson.dumps({"reason": reason}))
@@ -262,6 +282,14 @@ class Mux:
         sid, kind = HEADER.unpack_from(data)
         payload = data[HEADER.size :]
         s = self.streams.get(sid)
+        fin = kind & FIN
+        kind &= ~FIN
+        body = b""
+        if fin:
+            if kind not in (OPEN, HEAD) or len(payload) < HEAD_LEN.size:
+                raise TunnelError("FIN only goes with OPEN or HEAD")
+            (n,) = HEAD_LEN.unpack_from(payload)
+            payload, body = payload[HEAD_LEN.size : HEAD_LEN.size + n], payload[HEAD_LEN.size + n :]
         if kind == OPEN:
             if self._on_open is None or s is not None:
                 raise TunnelError(f"unexpected OPEN of stream {sid}")
@@ -271,6 +299,10 @@ class Mux:
             s = self.streams[sid] = Stream(self, sid)
             head = orjson.loads(payload)
             s.head = head
+            if fin:
+                if body:
+                    s._on_data(body)
+                s._on_end()
             task = asyncio.get_running_loop().create_task(self._serve(s, head))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
@@ -281,8 +313,14 @@ class Mux:
             s._on_data(payload)
         elif kind == HEAD:
             s.head = orjson.loads(payload)
+            if fin:
+                if body:
+                    s._on_data(body)
+                s._on_end()
             if not s.head_waiter.done():
                 s.head_waiter.set_result(s.head)
+            if fin:
+                self._maybe_forget(s)
         elif kind == END:
             s._on_end()
             self._maybe_forget(s)
