@@ -149,6 +149,27 @@ class GatewayCollector(Collector):
         )
         yield GaugeMetricFamily("portcullis_sessions_active", "Open MCP sessions on this gateway", s["sessions"])
         yield GaugeMetricFamily("portcullis_draining", "1 while the gateway drains for shutdown", s["draining"])
+        agents = s.get("agents") or []
+        up = GaugeMetricFamily(
+            "portcullis_agent_connections", "Agent tunnels connected to this gateway, by agent", labels=["agent"]
+        )
+        streams = CounterMetricFamily("portcullis_agent_streams", "Exchanges carried by each agent", labels=["agent"])
+        traffic = CounterMetricFamily(
+            "portcullis_agent_tunnel_bytes", "Bytes through each agent's tunnel", labels=["agent", "direction"]
+        )
+        failures = CounterMetricFamily(
+            "portcullis_agent_local_failures",
+            "Exchanges the agent could not complete with its local server (the agent's own count)",
+            labels=["agent"],
+        )
+        for a in agents:
+            name = a["agent"]
+            up.add_metric([name], a.get("connections", 0))
+            streams.add_metric([name], a.get("streams", 0))
+            traffic.add_metric([name, "in"], a.get("bytes_in", 0))
+            traffic.add_metric([name, "out"], a.get("bytes_out", 0))
+            failures.add_metric([name], a.get("failures", 0))
+        yield from (up, streams, traffic, failures)
         exports = s.get("exports") or []
         if exports:
             delivered = CounterMetricFamily(

@@ -290,6 +290,7 @@ class Gateway:
             "sessions": len(self.sessions),
             "draining": 1 if self.draining else 0,
             "exports": exporter.stats() if exporter is not None else [],
+            "agents": self.agents.observed(),
         }
 
     def _store_health(self, healthy: bool, why: str) -> None:

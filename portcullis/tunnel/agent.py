@@ -68,6 +68,8 @@ class Agent:
         self.pool: h1.Pool | None = None  # http:// servers
         self.connected = asyncio.Event()
         self.connections = 0
+        self.exchanges = 0  # with local servers, since start
+        self.failures = 0  # local server unreachable or its response broken off
 
     async def run(self) -> None:
         """Forever: connect, serve, and when the tunnel drops, dial again with backoff (and jitter)."""
@@ -102,6 +104,7 @@ class Agent:
             return None
         mux = Mux(ws, on_open=self._serve)
         reason = "closed"
+        reporter = asyncio.ensure_future(self._report(mux))
         try:
             await ws.send_json({"type": "hello", "version": __version__, "servers": sorted(self.cfg.servers)})
             async for msg in ws:
@@ -120,11 +123,19 @@ class Agent:
         except (aiohttp.ClientError, ConnectionError) as exc:
             reason = type(exc).__name__
         finally:
+            reporter.cancel()
             mux.close(reason)
             with contextlib.suppress(Exception):
                 await ws.close()
         log.warning("tunnel closed: %s (code %s)", reason, ws.close_code)
         return ws.close_code
+
+    async def _report(self, mux: Mux) -> None:
+        """The agent's own figures, to the gateway every heartbeat (it exposes them: the agent listens nowhere)."""
+        while True:
+            await asyncio.sleep(self.cfg.heartbeat)
+            with contextlib.suppress(Exception):
+                await mux.control({"type": "stats", "exchanges": self.exchanges, "failures": self.failures})
 
     async def _serve(self, stream: Stream, head: dict[str, Any]) -> None:
         """One exchange: the gateway's request to a local server, its response back. A reset from the gateway
@@ -139,6 +150,7 @@ class Agent:
         sent.update(self._secrets[name])  # the server's secrets are the agent's
         stream.on_reset = _canceller()
         answered = False
+        self.exchanges += 1
         try:
             resp = await self._request(str(head.get("method", "POST")), local, sent, body)
             try:
@@ -158,6 +170,7 @@ class Agent:
             finally:
                 resp.release()  # back to the pool when read to its end; closed if cut off mid-body
         except (aiohttp.ClientError, h1.H1Error, TimeoutError, OSError) as exc:
+            self.failures += 1
             what = "the server's response broke off" if answered else "the agent cannot reach the server"
             await stream.reset(f"{what} ({type(exc).__name__})")
 

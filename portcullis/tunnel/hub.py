@@ -58,6 +58,7 @@ class AgentConn:
     mux: Mux
     remote: str
     connected_ns: int = field(default_factory=time.time_ns)
+    reported: dict[str, int] = field(default_factory=dict)  # the agent's own figures (its last "stats" message)
 
     @property
     def name(self) -> str:
@@ -125,6 +126,7 @@ class AgentHub:
         self.record = record
         self.replica = replica
         self.conns: dict[str, AgentConn] = {}
+        self._ended: dict[str, dict[str, int]] = {}  # agent name -> totals of its closed connections (counters)
         self._rr = itertools.count()
         self._pins: OrderedDict[tuple[str, str], str] = OrderedDict()
         self._changed = asyncio.Condition()
@@ -186,7 +188,9 @@ class AgentHub:
             await ws.close(code=4403, message=why.encode()[:120])
             return ws
         version = str(hello.get("version", "?"))[:64]
-        conn = AgentConn(secrets.token_hex(8), row, version, frozenset(wanted), Mux(ws), remote)
+        mux = Mux(ws)
+        conn = AgentConn(secrets.token_hex(8), row, version, frozenset(wanted), mux, remote)
+        mux._on_control = lambda msg: _stats(conn, msg)
         self.conns[conn.id] = conn
         await ws.send_json({"type": "welcome", "connection": conn.id, "replica": self.replica})
         self.record(
@@ -217,6 +221,9 @@ class AgentHub:
             saver.cancel()
             conn.mux.close(reason)
             self.conns.pop(conn.id, None)
+            totals = self._ended.setdefault(row.name, {})
+            for k, v in _figures(conn).items():
+                totals[k] = totals.get(k, 0) + v
             if ws.close_code is not None and reason == "closed":
                 reason = f"closed ({ws.close_code})"
             self.record("-", None, "agent_disconnected", f"{row.name} ({conn.id}): {reason}")
@@ -269,11 +276,37 @@ class AgentHub:
 
         await asyncio.to_thread(write)
 
+    def observed(self) -> list[dict[str, Any]]:
+        """For the metrics: per agent name, live connections and counters since the gateway started."""
+        out: dict[str, dict[str, Any]] = {n: {"agent": n, "connections": 0, **t} for n, t in self._ended.items()}
+        for c in self.conns.values():
+            if c.mux.closed is not None:
+                continue
+            row = out.setdefault(c.name, {"agent": c.name, "connections": 0})
+            row["connections"] += 1
+            for k, v in _figures(c).items():
+                row[k] = row.get(k, 0) + v
+        return list(out.values())
+
     async def close(self) -> None:
         for conn in list(self.conns.values()):
             conn.mux.close("gateway shutdown")
             with contextlib.suppress(Exception):
                 await conn.mux.ws.close(code=1001, message=b"gateway shutdown")  # type: ignore[attr-defined]
+
+
+def _figures(c: AgentConn) -> dict[str, int]:
+    return {
+        "streams": c.mux.opened,
+        "bytes_in": c.mux.bytes_in,
+        "bytes_out": c.mux.bytes_out,
+        "failures": c.reported.get("failures", 0),
+    }
+
+
+def _stats(conn: AgentConn, msg: dict[str, Any]) -> None:
+    if msg.get("type") == "stats":
+        conn.reported = {k: int(v) for k, v in msg.items() if k in ("exchanges", "failures") and isinstance(v, int)}
 
 
 class AgentUpstream:

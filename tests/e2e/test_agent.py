@@ -7,6 +7,8 @@ import asyncio
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -87,6 +89,18 @@ async def test_calls_reach_the_server_only_through_the_agent(
             assert body["result"]["content"][0]["text"].endswith("through the tunnel"), body
             streamed = await c.call("slow_progress", {"steps": 3, "delay_ms": 10})
             assert "result" in streamed, streamed
+            async with http.get(f"{gateway.base}/metrics") as r:
+                metrics = await r.text()
+        assert 'portcullis_agent_connections{agent="edge-1"} 1.0' in metrics
+        assert 'portcullis_agent_streams_total{agent="edge-1"}' in metrics
+        listing = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "portcullis", "agents", "list", "--config", str(gateway.config_path)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert listing.returncode == 0 and "edge-1" in listing.stdout and "connected" in listing.stdout, listing
     finally:
         agent.stop(timeout=10)
     kinds = [r["kind"] for r in load_records(gateway.store)]
@@ -198,9 +212,6 @@ def _all_connections(store: str) -> list[dict[str, Any]]:
 async def test_a_revoked_token_is_refused_at_the_next_connect(
     gateway: RunningGateway, fixture: ManagedProcess, tmp_path: Path
 ) -> None:
-    import subprocess
-    import sys
-
     token = create_token(gateway.config_path, "edge-r", ["fx"])
     agent = start_agent(tmp_path, gateway.base, {"fx": {"url": fixture.ready_value}}, token)
     await eventually(lambda: connected(gateway.store, "edge-r"), 20, "the agent to connect")
