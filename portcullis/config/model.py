@@ -151,8 +151,11 @@ class ServerConfig(_Strict):
     @model_validator(mode="after")
     def _one_kind(self) -> ServerConfig:
         if self.via == "agent":
-            if self.command is not None or self.url is not None or self.transport not in (None, "streamable-http"):
-                raise ValueError("a server reached through an agent has no 'url', 'command' or 'transport' here")
+            if self.command is not None or self.url is not None or self.transport == "sse":
+                raise ValueError(
+                    "a server reached through an agent has no 'url' or 'command' here (the agent's file has them); "
+                    "'transport' may say stdio (a process the agent starts per session) or streamable-http"
+                )
             return self
         if (self.command is None) == (self.url is None):
             raise ValueError("give exactly one of 'command' (a stdio server) or 'url' (an HTTP server)")
@@ -167,16 +170,22 @@ class ServerConfig(_Strict):
     @property
     def kind(self) -> str:
         if self.via == "agent":
-            return "agent"
+            return "agent-stdio" if self.transport == "stdio" else "agent"
         if self.command is not None:
             return "stdio"
         return self.transport or "streamable-http"
 
 
 class AgentServerConfig(_Strict):
-    """A Streamable HTTP MCP server only the agent can reach, with the agent's own secrets for it."""
+    """An MCP server only the agent can reach, with the agent's own secrets for it: a Streamable HTTP ``url``, or
+    a stdio ``command`` the agent starts for each session (its environment: an allow-list, ``env_passthrough`` of
+    the agent's own variables, and ``env``)."""
 
-    url: str
+    url: str | None = None
+    command: list[str] | None = Field(default=None, min_length=1)
+    env: dict[str, str] = Field(default_factory=dict)
+    env_passthrough: list[str] = Field(default_factory=list)
+    cwd: str | None = None
     headers: dict[str, str] = Field(default_factory=dict)
     headers_from_env: dict[str, str] = Field(
         default_factory=dict, description="header -> environment variable (of the agent) holding its value"
@@ -187,12 +196,13 @@ class AgentServerConfig(_Strict):
     connect_timeout: float = Field(default=10.0, gt=0)
     call_timeout: float = Field(default=300.0, gt=0)
 
-    @field_validator("url")
-    @classmethod
-    def _url(cls, v: str) -> str:
-        if not re.match(r"^https?://", v):
-            raise ValueError("expected an http:// or https:// URL")
-        return v
+    @model_validator(mode="after")
+    def _one_kind(self) -> AgentServerConfig:
+        if (self.command is None) == (self.url is None):
+            raise ValueError("give exactly one of 'url' (an HTTP server) or 'command' (a stdio server)")
+        if self.url is not None and not re.match(r"^https?://", self.url):
+            raise ValueError("'url' must start with http:// or https://")
+        return self
 
 
 class AgentConfig(_Strict):

@@ -42,6 +42,7 @@ from portcullis.store.queries import get_session
 from portcullis.store.writer import Fanout, Item, SessionEnd, SessionOpen, StoreWriter
 from portcullis.tasks import spawn
 from portcullis.tunnel.hub import AgentHub, AgentUpstream
+from portcullis.tunnel.stdio import TunnelStdioSession
 from portcullis.upstream import h1
 from portcullis.upstream.http import HttpUpstream
 from portcullis.upstream.routed import RestartGate, RoutedSession
@@ -217,7 +218,7 @@ class Gateway:
         self.h1 = h1.Pool(limit_per_host=0, keepalive_timeout=60.0)
         lim = self.config.limits
         for name, scfg in self.config.servers.items():
-            if scfg.kind in ("stdio", "sse"):
+            if scfg.kind in ("stdio", "sse", "agent-stdio"):
                 self.channel_servers[name] = scfg
                 self.restart_gates[name] = RestartGate(scfg.restart_backoff_max)
             elif scfg.kind == "agent":
@@ -402,6 +403,8 @@ class Gateway:
         lim = self.config.limits.max_sse_event_bytes
         if cfg.kind == "stdio":
             return StdioSession(server, cfg, lim, gate)
+        if cfg.kind == "agent-stdio":
+            return TunnelStdioSession(server, cfg, self.agents, lim, gate)
         assert self.http is not None
         return LegacySseSession(server, cfg, self.http, lim, gate)
 

@@ -26,6 +26,7 @@ import yarl
 from portcullis import __version__
 from portcullis.config.model import AgentConfig, AgentServerConfig
 from portcullis.tunnel.mux import MAX_FRAME, Mux, Stream, TunnelError
+from portcullis.tunnel.stdio import serve_stdio
 from portcullis.upstream import h1
 
 log = logging.getLogger("portcullis.agent")
@@ -145,6 +146,16 @@ class Agent:
         if local is None:
             await stream.reset(f"this agent does not serve {name!r}")
             return
+        if local.command is not None:
+            if head.get("kind") != "stdio":
+                await stream.reset(f"{name!r} is a stdio server here; the gateway must say transport: stdio")
+                return
+            stream.on_reset = _canceller()
+            await serve_stdio(stream, name, local, self.cfg.max_body_bytes)
+            return
+        if head.get("kind") == "stdio":
+            await stream.reset(f"{name!r} is an HTTP server here, not stdio")
+            return
         body = await stream.read_all(self.cfg.max_body_bytes)
         sent = {k: v for k, v in (head.get("headers") or {}).items() if k.lower() not in HOP_BY_HOP}
         sent.update(self._secrets[name])  # the server's secrets are the agent's
@@ -177,6 +188,7 @@ class Agent:
     async def _request(
         self, method: str, local: AgentServerConfig, headers: dict[str, str], body: bytes
     ) -> h1.Response | _AioResponse:
+        assert local.url is not None
         url = yarl.URL(local.url)
         if url.scheme == "http":  # the gateway's own HTTP/1.1 client: a third of aiohttp's CPU per exchange
             assert self.pool is not None

@@ -16,7 +16,7 @@ import sys
 import orjson
 
 from portcullis import errors
-from portcullis.config.model import ServerConfig
+from portcullis.config.model import AgentServerConfig, ServerConfig
 from portcullis.tasks import spawn
 from portcullis.upstream.routed import STOPPED, Done, RestartGate, RoutedReply, RoutedSession
 from portcullis.wire.jsonrpc import parse_one
@@ -34,7 +34,7 @@ DEFAULT_ENV_ALLOWLIST = (
 TERM_GRACE = 2.0
 
 
-def child_env(cfg: ServerConfig) -> dict[str, str]:
+def child_env(cfg: ServerConfig | AgentServerConfig) -> dict[str, str]:
     env = {k: v for k in DEFAULT_ENV_ALLOWLIST if (v := os.environ.get(k)) is not None}
     for k in cfg.env_passthrough:
         if (v := os.environ.get(k)) is not None:

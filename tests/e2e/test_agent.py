@@ -287,3 +287,32 @@ async def test_64_streaming_sessions_over_one_agent_and_a_slow_stream_holds_up_n
             assert len((await asyncio.wait_for(bulk, 30))["result"]["content"][0]["text"]) == 4_000_000
     finally:
         agent.stop(timeout=10)
+
+
+async def test_a_stdio_server_started_by_the_agent_per_session(tmp_path: Path) -> None:
+    """A stdio server the agent starts itself, one process per session, with an environment of the agent's; the
+    gateway only knows `via: agent, transport: stdio`."""
+    config, store = write_config(tmp_path, {"demo": {"via": "agent", "transport": "stdio"}})
+    gw = start_gateway(config, store)
+    try:
+        token = create_token(config, "edge-stdio", ["demo"])
+        servers = {"demo": {"command": [sys.executable, "-m", "portcullis.demo.server"], "env": {"DEMO_X": "1"}}}
+        agent = start_agent(tmp_path, gw.base, servers, token)
+        try:
+            await eventually(lambda: connected(store, "edge-stdio"), 20, "the agent to connect")
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
+                first, second = Client(http, gw.url("demo")), Client(http, gw.url("demo"))
+                await first.open()
+                await second.open()
+                assert first.h["Mcp-Session-Id"] != second.h["Mcp-Session-Id"]
+                for c in (first, second):
+                    body = await c.call("echo", {"text": "from a child of the agent"})
+                    assert body["result"]["content"][0]["text"] == "from a child of the agent", body
+                async with http.delete(first.url, headers=first.h) as r:
+                    assert r.status in (200, 204)
+                body = await second.call("echo", {"text": "the other session lives on"})
+                assert "result" in body, body
+        finally:
+            agent.stop(timeout=10)
+    finally:
+        gw.proc.stop(timeout=10)
