@@ -487,6 +487,38 @@ class MaskingConfig(MaskProfileConfig):
     max_depth: int = Field(default=64, gt=0, le=1000, description="JSON nesting depth before failing closed")
 
 
+class DefinitionsConfig(_Strict):
+    """Pinning of tool, prompt and resource definitions (the ``pin`` stage: rug pulls and tool poisoning)."""
+
+    on_change: Literal["block", "flag"] = Field(
+        default="block",
+        description="a definition that differs from the accepted one, or holds suspicious text: 'block' hides it "
+        "and refuses calls to it until an admin accepts it; 'flag' records it and lets it through",
+    )
+    scan_defaults: bool = Field(default=True, description="use the built-in patterns for hidden instructions")
+    scan: dict[str, str] = Field(
+        default_factory=dict, description="more RE2 patterns (name -> pattern) that make a definition suspicious"
+    )
+    pins: dict[str, dict[str, str]] = Field(
+        default_factory=dict,
+        description="server -> {tool name, or 'prompt:NAME' / 'resource:URI': sha256} accepted from the start "
+        "(portcullis definitions list shows the digests)",
+    )
+    refresh: float = Field(default=5.0, gt=0, description="seconds between syncs with the store (other replicas)")
+
+    @field_validator("scan")
+    @classmethod
+    def _patterns(cls, v: dict[str, str]) -> dict[str, str]:
+        import re2  # type: ignore[import-untyped]
+
+        for name, pattern in v.items():
+            try:
+                re2.compile(pattern)
+            except re2.error as exc:
+                raise ValueError(f"scan pattern {name!r} is not valid RE2: {exc}") from None
+        return v
+
+
 class Config(_Strict):
     listen: str = "127.0.0.1:8080"
     store: str = "sqlite:///./portcullis.db"
@@ -499,7 +531,8 @@ class Config(_Strict):
     policy: PolicyConfig = PolicyConfig()
     masking: MaskingConfig = MaskingConfig()
     approvals: ApprovalsConfig = ApprovalsConfig()
-    pipeline: list[str] = Field(default_factory=lambda: ["record", "bind", "authz", "mask"])
+    definitions: DefinitionsConfig = DefinitionsConfig()
+    pipeline: list[str] = Field(default_factory=lambda: ["record", "bind", "authz", "mask", "pin"])
     public_url: str | None = None
 
     @field_validator("listen")
@@ -521,7 +554,7 @@ class Config(_Strict):
     @field_validator("pipeline")
     @classmethod
     def _pipeline(cls, v: list[str]) -> list[str]:
-        known = {"record", "bind", "authz", "mask"}
+        known = {"record", "bind", "authz", "mask", "pin"}
         for name in v:
             if name not in known:
                 raise ValueError(f"unknown stage {name!r}; known stages: {', '.join(sorted(known))}")
@@ -538,6 +571,8 @@ class Config(_Strict):
             raise ValueError("a stage may appear only once")
         if v.index("record") > v.index("mask"):
             raise ValueError("'mask' must come after 'record': the record keeps what the client saw (masked)")
+        if "pin" in v and v.index("pin") < v.index("mask"):
+            raise ValueError("'pin' must come after 'mask': it fingerprints what the server listed, before masking")
         return v
 
     def problems(self) -> list[tuple[tuple[str, ...], str]]:
@@ -592,7 +627,7 @@ def is_loopback(host: str) -> bool:
 
 def masking_problems(m: MaskingConfig, servers: set[str]) -> list[tuple[tuple[str, ...], str]]:
     """Class names, modes and custom patterns that cannot work, each at its key path."""
-    import re2  # type: ignore[import-untyped]
+    import re2
 
     from portcullis.masking.classes import CLASSES, expand
 

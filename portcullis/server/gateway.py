@@ -30,12 +30,14 @@ from portcullis.pipeline import Pipeline, Stage
 from portcullis.pipeline.authz import HELD, AuthzStage
 from portcullis.pipeline.bind import BindStage
 from portcullis.pipeline.mask import MaskStage, build_masker, build_sealer, mask_class_names
+from portcullis.pipeline.pin import DEFAULT_SCAN, DefinitionBook, PinStage
 from portcullis.pipeline.record import RecordStage, event_record
 from portcullis.policy import PolicyStore
 from portcullis.policy.load import load_policy_text
 from portcullis.server.sessions import GatewaySession, SessionTable
 from portcullis.server.translation import EraProbe, SharedUpstream
 from portcullis.store import apikeys
+from portcullis.store import definitions as definition_store
 from portcullis.store.audit_keys import public_pem
 from portcullis.store.chain import SESSION_CHAINED
 from portcullis.store.queries import get_session
@@ -126,13 +128,14 @@ BREAK_GLASS_HEADER = "Portcullis-Break-Glass"
 MAX_JUSTIFICATION = 1000
 
 
-def build_pipeline(names: list[str], policy: PolicyStore, mask: MaskStage) -> Pipeline:
+def build_pipeline(names: list[str], policy: PolicyStore, mask: MaskStage, pin: PinStage | None = None) -> Pipeline:
     """The stages in the configured order (config.pipeline), each built with what it needs."""
     factories: dict[str, Callable[[], Stage]] = {
         "record": RecordStage,
         "bind": BindStage,
         "authz": lambda: AuthzStage(lambda: policy.engine),
         "mask": lambda: mask,
+        "pin": lambda: pin or PinStage(DefinitionBook({}, DEFAULT_SCAN, True)),
     }
     return Pipeline([factories[n]() for n in names])
 
@@ -161,8 +164,15 @@ class Gateway:
         self.policy = load_policy_store(config)
         # one masker (compiled once): the mask stage's, also used for the held arguments approvers read
         self._masker = build_masker(config.masking)
+        d = config.definitions
+        self.definitions = DefinitionBook(
+            d.pins, {**(DEFAULT_SCAN if d.scan_defaults else {}), **d.scan}, d.on_change == "block"
+        )
         self.pipeline = build_pipeline(
-            config.pipeline, self.policy, MaskStage(self._masker, build_sealer(config.masking))
+            config.pipeline,
+            self.policy,
+            MaskStage(self._masker, build_sealer(config.masking)),
+            PinStage(self.definitions),
         )
         signing = audit_signing(config)
         self.audit_public_key: bytes | None = public_pem(signing["signer"]) if signing else None  # for verifiers
@@ -242,6 +252,10 @@ class Gateway:
             self.background(self._retention(self.config.recording.retention), name="retention")
         if self.engine.dialect.name == "postgresql":
             self.background(self._listen_decisions(), name="approval-notify")
+        if "pin" in self.config.pipeline:
+            with contextlib.suppress(Exception):  # a store that cannot be read now: the sync loop tries again
+                self.definitions.load(await asyncio.to_thread(definition_store.load_rows, self.engine))
+            self.background(self._sync_definitions(), name="definitions")
 
     def begin_drain(self) -> None:
         """SIGTERM: readiness goes false, new requests are refused (503), and calls waiting for an approval are
@@ -323,6 +337,23 @@ class Gateway:
                 log.warning("approval notifications: %s; retrying in %.1f s", type(exc).__name__, backoff)
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 30.0)
+
+    async def _sync_definitions(self) -> None:
+        """Sightings of the pin stage to the store; acceptances (the CLI, other replicas) back from it."""
+        every = self.config.definitions.refresh
+        while True:
+            await asyncio.sleep(min(every, 1.0))
+            seen = self.definitions.drain()
+            try:
+                if seen:
+                    await asyncio.to_thread(definition_store.save, self.engine, seen)
+                self._since_load = getattr(self, "_since_load", 0.0) + min(every, 1.0)
+                if self._since_load >= every:
+                    self._since_load = 0.0
+                    self.definitions.load(await asyncio.to_thread(definition_store.load_rows, self.engine))
+            except Exception as exc:
+                log.warning("definitions not synced with the store: %s", type(exc).__name__)
+                self.definitions.queue[:0] = seen  # kept for the next round
 
     async def _retention(self, r: RetentionConfig) -> None:
         """Prune by age/size now and then (docs: store/retention.py). A failed pass is logged and retried later."""

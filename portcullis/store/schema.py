@@ -171,6 +171,23 @@ agent_connections = Table(
     Column("bytes_out", BigInteger),
 )
 
+definitions = Table(
+    "definitions",
+    metadata,
+    Column("server", String(200), primary_key=True),
+    Column("kind", String(32), primary_key=True),  # tool, prompt, resource, resource_template
+    Column("name", String(400), primary_key=True),
+    Column("accepted_digest", String(64), nullable=False),  # the definition trusted (first seen, pinned or accepted)
+    Column("accepted", Text, nullable=False),  # its canonical JSON
+    Column("seen_digest", String(64), nullable=False),  # the newest one the server announced
+    Column("seen", Text, nullable=False),
+    Column("first_seen_ns", BigInteger, nullable=False),
+    Column("changed_ns", BigInteger),  # when seen first differed from accepted (NULL: they agree)
+    Column("findings", Text),  # JSON list of suspicious-text findings in the seen definition
+    Column("accepted_by", String(400)),
+    Column("accepted_ns", BigInteger),
+)
+
 Index("ix_grants_match", grants.c.requester_key, grants.c.server, grants.c.expires_ns)
 Index("ix_approvals_match", approvals.c.requester_key, approvals.c.args_digest, approvals.c.state)
 Index("ix_approvals_state_created", approvals.c.state, approvals.c.created_ns)
