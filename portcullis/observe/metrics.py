@@ -56,6 +56,8 @@ OTHER = "other"
 class TrailMetrics:
     """Counters fed from committed records (a :class:`portcullis.store.writer.CommitListener`)."""
 
+    needs_seq = False
+
     def __init__(self, registry: CollectorRegistry, servers: Iterable[str], classes: Iterable[str]) -> None:
         self.servers = frozenset(servers)
         self.classes = frozenset(classes)

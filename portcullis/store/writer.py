@@ -201,6 +201,8 @@ def chain_lock_key(chain: str) -> int:
 class CommitListener(Protocol):
     """Told, on the writer thread, of what has just committed (the audit exports). Must not block."""
 
+    needs_seq: bool  # whether it reads Record.seq (the writer then fetches the numbers the store gave)
+
     def committed(self, records: Sequence[Record]) -> None: ...
 
     def checkpointed(self, checkpoint: Checkpoint) -> None: ...
@@ -211,6 +213,7 @@ class Fanout:
 
     def __init__(self, listeners: Sequence[CommitListener]) -> None:
         self.listeners = tuple(listeners)
+        self.needs_seq = any(x.needs_seq for x in self.listeners)
 
     def committed(self, records: Sequence[Record]) -> None:
         for listener in self.listeners:
@@ -452,7 +455,8 @@ class StoreWriter:
                 s = self._record_sql
                 cur.executemany(s.sql, [s.params(r) for r in recs])
                 self._chain = prev
-                if self._listener is not None:  # the numbers the store gave them (ours alone: one writer per chain)
+                if self._listener is not None and self._listener.needs_seq:  # the store's numbers for them (ours
+                    # alone: one writer per chain); one more query per batch, so only for a listener that wants them
                     cur.execute(self._seqs_sql, (chain_id, len(recs)))
                     for r, (seq,) in zip(recs, reversed(cur.fetchall()), strict=True):
                         r.seq = int(seq)

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine, text
@@ -301,3 +302,29 @@ async def test_odd_client_text_never_fails_a_batch(engine: Engine) -> None:
     assert rows[0]["msg_id"] == "7" * 199 + "…" and rows[0]["method"] == "tools/\ufffdcall"
     assert len(rows[0]["principal"]) == 400 and bytes(rows[0]["payload"]).count(b"7") == 1000
     assert verify(engine).ok
+
+
+async def test_a_commit_listener_hears_each_batch_after_commit_with_the_stores_numbers(engine: Engine) -> None:
+    from portcullis.store.writer import Fanout
+
+    class Ear:
+        def __init__(self, needs_seq: bool) -> None:
+            self.needs_seq = needs_seq
+            self.heard: list[tuple[str | None, int | None]] = []
+
+        def committed(self, records: Any) -> None:
+            self.heard += [(r.detail, r.seq) for r in records]
+
+        def checkpointed(self, checkpoint: Any) -> None:
+            pass
+
+    numbered, plain = Ear(True), Ear(False)
+    w = StoreWriter(engine, listener=Fanout([numbered, plain]))
+    w.start(asyncio.get_running_loop())
+    try:
+        await asyncio.gather(*(w.write([event_record("s", None, "k", f"d{i}")]) for i in range(50)))
+    finally:
+        w.close()
+    stored = [(r["detail"], r["seq"]) for r in all_records(engine)]
+    assert numbered.heard == stored
+    assert [d for d, _ in plain.heard] == [d for d, _ in stored]
