@@ -21,6 +21,7 @@ from portcullis.approvals.book import DECIDED_CHANNEL, ApprovalBook
 from portcullis.approvals.model import APPROVED, DENIED, PENDING, WITHDRAWN, Hold
 from portcullis.approvals.notify import Notifier, WebhookTarget
 from portcullis.approvals.tasks import HeldTasks
+from portcullis.audit.export import build_exporter
 from portcullis.config.model import Config, RetentionConfig, ServerConfig, WebhookConfig
 from portcullis.errors import StoreError, UpstreamError
 from portcullis.flow import Flow, Outcome, Record
@@ -178,6 +179,7 @@ class Gateway:
         self.audit_public_key: bytes | None = public_pem(signing["signer"]) if signing else None  # for verifiers
         self.audit_key_id: str | None = signing.get("key_id")
         self.alerts = build_alerter(config) if config.recording.alerts else None
+        self.exporter = build_exporter(config.recording.export)  # streams of the committed trail (audit/export)
         self.registry = CollectorRegistry()  # this gateway's metrics (GET /metrics), counted from committed records
         self.metrics = TrailMetrics(self.registry, config.servers, mask_class_names(config.masking))
         self.registry.register(GatewayCollector(self._observed))
@@ -186,7 +188,7 @@ class Gateway:
             **signing,
             on_health=self._store_health,
             chain_id=chain_name(config),
-            listener=Fanout([self.metrics]),
+            listener=Fanout([self.metrics, *([self.exporter] if self.exporter is not None else [])]),
         )
         self.sessions = SessionTable(config.limits.max_sessions)
         via_agent = frozenset(n for n, s in config.servers.items() if s.via == "agent")
@@ -215,6 +217,8 @@ class Gateway:
     async def start(self) -> None:
         if self.alerts is not None:
             await self.alerts.start()
+        if self.exporter is not None:
+            self.exporter.start()
         self.writer.start(asyncio.get_running_loop())
         if self.notifier is not None:
             await self.notifier.start()
@@ -290,13 +294,15 @@ class Gateway:
         if self.h1 is not None:
             await self.h1.close()
         self.writer.close()
+        if self.exporter is not None:  # after the writer: its last records and the shutdown checkpoint go out too
+            await asyncio.to_thread(self.exporter.close, 5.0)
         if self.alerts is not None:
             await self.alerts.close(grace=2.0)
 
     def _observed(self) -> dict[str, Any]:
         """What the metrics read at scrape time."""
         w = self.writer
-        exporter = getattr(self, "exporter", None)
+        exporter = self.exporter
         return {
             "healthy": 1 if w.healthy else 0,
             "written": w.written,
