@@ -319,6 +319,7 @@ def _register() -> None:
     from portcullis.cli.agents_cmd import agent, agents_group
     from portcullis.cli.approvals_cmd import approvals_group
     from portcullis.cli.audit_cmd import audit_group
+    from portcullis.cli.audit_search import search as audit_search
     from portcullis.cli.definitions_cmd import definitions_group
     from portcullis.cli.mask_cmd import forensic_group, mask
     from portcullis.cli.policy_cmd import policy_group
@@ -330,6 +331,7 @@ def _register() -> None:
     cli.add_command(agents_group, "agents")
     cli.add_command(definitions_group, "definitions")
     cli.add_command(audit_group, "audit")
+    audit_group.add_command(audit_search, "search")
     cli.add_command(forensic_group, "forensic")
     __import__("portcullis.cli.connect", fromlist=["register"]).register(cli)  # login, connect
 

@@ -519,6 +519,13 @@ class DefinitionsConfig(_Strict):
         return v
 
 
+class AdminConfig(_Strict):
+    auditor_groups: list[str] = Field(
+        default_factory=list,
+        description="groups whose members may search the audit trail through the admin API (default: nobody)",
+    )
+
+
 class Config(_Strict):
     listen: str = "127.0.0.1:8080"
     store: str = "sqlite:///./portcullis.db"
@@ -532,6 +539,7 @@ class Config(_Strict):
     masking: MaskingConfig = MaskingConfig()
     approvals: ApprovalsConfig = ApprovalsConfig()
     definitions: DefinitionsConfig = DefinitionsConfig()
+    admin: AdminConfig = AdminConfig()
     pipeline: list[str] = Field(default_factory=lambda: ["record", "bind", "authz", "mask", "pin"])
     public_url: str | None = None
 

@@ -19,6 +19,7 @@ Every decision is recorded with the session of the held call (kind ``approval_ap
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -26,11 +27,17 @@ from aiohttp import web
 
 from portcullis.approvals.book import ApprovalError, Voter
 from portcullis.approvals.model import STATES
+from portcullis.audit.search import Query, parse_when, search
 from portcullis.identity.edge import Caller
 from portcullis.identity.tokens import AuthError
 from portcullis.server.gateway import Gateway
 
 MAX_REASON = 2000
+QUERY_KEYS = frozenset(
+    {"principal", "group", "server", "tool", "method", "decision", "kind", "session", "since", "until", "text"}
+    | {"limit", "cursor"}
+)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class AdminApi:
@@ -38,19 +45,93 @@ class AdminApi:
         self.gw = gw
 
     def routes(self, app: web.Application) -> None:
-        app.router.add_get("/admin/approvals", self.list)
-        app.router.add_get("/admin/approvals/{id}", self.show)
-        app.router.add_post("/admin/approvals/{id}/approve", self.approve)
-        app.router.add_post("/admin/approvals/{id}/deny", self.deny)
-        app.router.add_post("/admin/approvals/{id}/review", self.review)
+        audited = self._audited
+        app.router.add_get("/admin/approvals", audited(self.list))
+        app.router.add_get("/admin/approvals/{id}", audited(self.show))
+        app.router.add_post("/admin/approvals/{id}/approve", audited(self.approve))
+        app.router.add_post("/admin/approvals/{id}/deny", audited(self.deny))
+        app.router.add_post("/admin/approvals/{id}/review", audited(self.review))
+        app.router.add_get("/admin/audit/records", audited(self.records))
+        app.router.add_get("/admin/audit/exports", audited(self.exports))
+
+    def _audited(self, handler: Handler) -> Handler:
+        """Every admin API request goes into the trail (``admin_access``): who, which route, the query's keys (never
+        its values, nor any header), the answer's status — also when authentication fails."""
+
+        async def run(request: web.Request) -> web.StreamResponse:
+            status = 500
+            try:
+                resp = await handler(request)
+                status = resp.status
+                return resp
+            except web.HTTPException as exc:
+                status = exc.status
+                raise
+            finally:
+                caller: Caller | None = request.get("admin_caller")
+                who = caller.record_text if caller is not None else "unauthenticated"
+                keys = ",".join(sorted(request.query.keys()))
+                route = request.match_info.route.resource.canonical if request.match_info.route.resource else "?"
+                self.gw.record_event(
+                    "-",
+                    None,
+                    "admin_access",
+                    f"{request.method} {route}{'?' + keys if keys else ''} -> {status} by {who}",
+                )
+
+        return run
 
     async def _caller(self, request: web.Request) -> Caller:
         if not self.gw.auth.enabled:
-            raise _error(403, "approvals need authenticated approvers: the gateway runs with auth.mode none")
+            raise _error(403, "the admin API needs authenticated callers: the gateway runs with auth.mode none")
         try:
-            return await self.gw.auth.authenticate(request.headers, [self.gw.public_base])
+            caller = await self.gw.auth.authenticate(request.headers, [self.gw.public_base])
         except AuthError as exc:
             raise _error(exc.status, exc.description, {"WWW-Authenticate": f'Bearer error="{exc.error}"'}) from None
+        request["admin_caller"] = caller
+        return caller
+
+    async def _auditor(self, request: web.Request) -> Caller:
+        caller = await self._caller(request)
+        if not set(self.gw.config.admin.auditor_groups) & caller.principal.groups:
+            raise _error(403, "only members of admin.auditor_groups may read the audit trail")
+        return caller
+
+    async def records(self, request: web.Request) -> web.Response:
+        """``GET /admin/audit/records``: the search of ``portcullis audit search`` (same parameters; since/until in
+        RFC 3339 or as a duration back from now)."""
+        await self._auditor(request)
+        q = request.query
+        try:
+            limit = int(q.get("limit", "100"))
+            cursor = int(q["cursor"]) if "cursor" in q else None
+            query = Query(
+                principal=q.get("principal"),
+                group=q.get("group"),
+                server=q.get("server"),
+                tool=q.get("tool"),
+                method=q.get("method"),
+                decision=q.get("decision"),
+                kind=q.get("kind"),
+                session=q.get("session"),
+                since_ns=parse_when(q.get("since")),
+                until_ns=parse_when(q.get("until")),
+                text=q.get("text"),
+                limit=limit,
+                cursor=cursor,
+            )
+        except ValueError as exc:
+            raise _error(400, f"bad query: {exc}") from None
+        unknown = set(q.keys()) - QUERY_KEYS
+        if unknown:
+            raise _error(400, f"unknown query parameters: {sorted(unknown)}")
+        rows, nxt = await asyncio.to_thread(search, self.gw.engine, query)
+        return _json({"records": rows, "next_cursor": nxt})
+
+    async def exports(self, request: web.Request) -> web.Response:
+        await self._auditor(request)
+        ex = self.gw.exporter
+        return _json({"exports": ex.stats() if ex is not None else []})
 
     async def list(self, request: web.Request) -> web.Response:
         caller = await self._caller(request)
