@@ -6,6 +6,7 @@ import datetime as dt
 import json
 import logging
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
@@ -301,6 +302,97 @@ def sessions_show(session_id: str, config_path: str | None, store: str | None, a
         if r["masked"]:
             masked = ", ".join(f"{m['class']}@{m['path']}" for m in json.loads(r["masked"]))
             click.echo(f"{'':>36}masked: {masked}" + ("  (original sealed)" if r["sealed"] else ""))
+
+
+@sessions_group.command("export")
+@click.argument("session_id")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False))
+@click.option("--store", help="store URL (instead of --config)")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="file to write (default: stdout)")
+def sessions_export(session_id: str, config_path: str | None, store: str | None, output: str | None) -> None:
+    """Write a session as a self-contained, versioned JSON document (sessions replay reads it)."""
+    from portcullis.audit.document import export_session
+
+    try:
+        doc = export_session(_engine(config_path, store), session_id)
+    except LookupError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    text = json.dumps(doc, indent=2)
+    if output:
+        Path(output).write_text(text + "\n")
+        click.echo(f"wrote {output}: {len(doc['records'])} records", err=True)
+    else:
+        click.echo(text)
+
+
+@sessions_group.command("replay")
+@click.argument("session_id", required=False)
+@click.option("--config", "config_path", type=click.Path(dir_okay=False))
+@click.option("--store", help="store URL (instead of --config)")
+@click.option("--file", "doc_file", type=click.Path(exists=True, dir_okay=False), help="an exported document")
+@click.option("--against", help="re-run the session's requests against this MCP endpoint and show differences")
+@click.option("--force", is_flag=True, help="also replay requests that are not read-only")
+@click.option("--header", "headers", multiple=True, help="'Name: value' sent with every replayed request")
+@click.option("--json", "as_json", is_flag=True)
+def sessions_replay(
+    session_id: str | None,
+    config_path: str | None,
+    store: str | None,
+    doc_file: str | None,
+    against: str | None,
+    force: bool,
+    headers: tuple[str, ...],
+    as_json: bool,
+) -> None:
+    """A session as a timeline; with --against, what a server answers differently today.
+
+    Exit status: 0 no differences (or just the timeline), 1 differences (or records that fail their integrity
+    check), 2 an unreadable document, an unknown version or a server that cannot be reached."""
+    import asyncio
+
+    from portcullis.audit.document import DocumentError, export_session, load_document
+    from portcullis.audit.replay import replay_against, timeline
+
+    try:
+        if doc_file:
+            data = json.loads(Path(doc_file).read_text())
+        elif session_id:
+            data = export_session(_engine(config_path, store), session_id)
+        else:
+            click.echo("error: give a SESSION_ID (with --config/--store) or --file DOC.json", err=True)
+            sys.exit(2)
+        doc = load_document(data)
+    except (DocumentError, LookupError, ValueError, OSError) as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    if against is None:
+        if as_json:
+            click.echo(json.dumps({"timeline": timeline(doc), "problems": doc.problems}, indent=2))
+        else:
+            click.echo("\n".join(timeline(doc)))
+        sys.exit(1 if doc.problems else 0)
+    extra = {}
+    for h in headers:
+        name, sep, value = h.partition(":")
+        if not sep:
+            click.echo(f"error: --header wants 'Name: value', got {h!r}", err=True)
+            sys.exit(2)
+        extra[name.strip()] = value.strip()
+    try:
+        report = asyncio.run(replay_against(doc, against, force, extra))
+    except OSError as exc:
+        click.echo(f"error: cannot reach {against}: {type(exc).__name__}", err=True)
+        sys.exit(2)
+    if as_json:
+        click.echo(json.dumps(report.to_json(), indent=2))
+    else:
+        for o in report.outcomes:
+            click.echo(f"#{o.seq:<6} {o.method:<20} {o.target or '':<20} {o.verdict.upper():<8} {o.why}")
+            for d in o.diffs:
+                click.echo(f"{'':8}{d}")
+        click.echo("DIFFERENCES" if report.differs else "no differences")
+    sys.exit(1 if report.differs or doc.problems else 0)
 
 
 def _is_json(b: bytes) -> bool:
