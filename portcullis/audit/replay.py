@@ -238,9 +238,7 @@ async def replay_against(doc: Document, url: str, force: bool = False, headers: 
                 out.verdict, out.why = "skipped", "no recorded answer to compare with"
                 continue
             recorded = _json(answer["payload"]) or {}
-            masked = frozenset(
-                str(m.get("path")) for m in (_json(answer.get("masked")) or []) if isinstance(m, dict)
-            )
+            masked = frozenset(str(m.get("path")) for m in (_json(answer.get("masked")) or []) if isinstance(m, dict))
             a = {k: v for k, v in recorded.items() if k not in ("id", "jsonrpc")}
             b = {k: v for k, v in (got or {}).items() if k not in ("id", "jsonrpc")}
             out.diffs = diff(a, b, masked)

@@ -220,6 +220,7 @@ class Gateway:
         if self.exporter is not None:
             self.exporter.start()
         self.writer.start(asyncio.get_running_loop())
+        await self.agents.start()
         if self.notifier is not None:
             await self.notifier.start()
         self.http = aiohttp.ClientSession(

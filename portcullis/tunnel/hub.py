@@ -288,6 +288,20 @@ class AgentHub:
                 row[k] = row.get(k, 0) + v
         return list(out.values())
 
+    async def start(self) -> None:
+        """Connections this replica left marked live (it was killed, or shut down before it could say) are over."""
+
+        def close_stale() -> None:
+            with self.engine.begin() as db:
+                db.execute(
+                    update(agent_connections)
+                    .where(agent_connections.c.replica == self.replica, agent_connections.c.disconnected_ns.is_(None))
+                    .values(disconnected_ns=time.time_ns(), reason="gateway restarted")
+                )
+
+        with contextlib.suppress(Exception):
+            await asyncio.to_thread(close_stale)
+
     async def close(self) -> None:
         for conn in list(self.conns.values()):
             conn.mux.close("gateway shutdown")

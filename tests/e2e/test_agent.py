@@ -316,3 +316,31 @@ async def test_a_stdio_server_started_by_the_agent_per_session(tmp_path: Path) -
             agent.stop(timeout=10)
     finally:
         gw.proc.stop(timeout=10)
+
+
+async def test_agents_come_back_by_themselves_after_a_gateway_restart(fixture: ManagedProcess, tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    config, store = write_config(tmp_path, {"fx": {"via": "agent", "era": "session"}})
+    cfg = json.loads(config.read_text())
+    config.write_text(json.dumps({**cfg, "listen": f"127.0.0.1:{port}"}))
+    gw = start_gateway(config, store)
+    token = create_token(config, "edge-restart", ["fx"])
+    agent = start_agent(tmp_path, gw.base, {"fx": {"url": fixture.ready_value}}, token)
+    try:
+        await eventually(lambda: connected(store, "edge-restart"), 20, "the agent to connect")
+        gw.proc.stop(timeout=15)  # the gateway goes away (clean shutdown: the agent's connection is closed)
+        gw = start_gateway(config, store)  # and comes back on the same address
+        await eventually(lambda: connected(store, "edge-restart"), 20, "the agent to reconnect by itself")
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
+            c = Client(http, gw.url("fx"))
+            await c.open()
+            assert "result" in await c.call("echo", {"text": "after the restart"})
+    finally:
+        agent.stop(timeout=10)
+        gw.proc.stop(timeout=10)
+    reconnects = [r for r in load_records(store) if r["kind"] == "agent_connected"]
+    assert len(reconnects) == 2
