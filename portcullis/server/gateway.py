@@ -16,7 +16,7 @@ import orjson
 from prometheus_client import CollectorRegistry
 from sqlalchemy import Engine
 
-from portcullis import errors
+from portcullis import __version__, errors
 from portcullis.approvals.book import DECIDED_CHANNEL, ApprovalBook
 from portcullis.approvals.model import APPROVED, DENIED, PENDING, WITHDRAWN, Hold
 from portcullis.approvals.notify import Notifier, WebhookTarget
@@ -220,6 +220,14 @@ class Gateway:
         if self.exporter is not None:
             self.exporter.start()
         self.writer.start(asyncio.get_running_loop())
+        # a key change shows in the trail: each start names the checkpoint key and the policy it runs with
+        self.record_event(
+            "-",
+            None,
+            "gateway_started",
+            f"portcullis {__version__}, chain {self.writer.chain_id}, checkpoint key {self.audit_key_id or 'none'}, "
+            f"policy {self.policy.version}",
+        )
         await self.agents.start()
         if self.notifier is not None:
             await self.notifier.start()
