@@ -555,8 +555,14 @@ class Config(_Strict):
     @field_validator("store")
     @classmethod
     def _store(cls, v: str) -> str:
+        if v.startswith("env:"):  # the URL holds a password: from a Secret, through the environment
+            name = v[4:]
+            value = os.environ.get(name)
+            if not value:
+                raise ValueError(f"environment variable {name} (the store URL) is not set")
+            v = value
         if not (v.startswith("sqlite:///") or v.startswith("postgresql://") or v.startswith("postgresql+")):
-            raise ValueError("expected sqlite:///PATH or postgresql://USER@HOST/DB")
+            raise ValueError("expected sqlite:///PATH or postgresql://USER@HOST/DB (or env:VARIABLE holding one)")
         return v
 
     @field_validator("pipeline")

@@ -68,3 +68,13 @@ def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as exc:
         load_config(tmp_path / "nope.yaml")
     assert "cannot read the file" in exc.value.problems[0]
+
+
+def test_the_store_url_may_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from portcullis.config import load_config_text
+
+    monkeypatch.setenv("PCL_STORE", "postgresql://portcullis:pw@db:5432/portcullis")
+    assert load_config_text("store: env:PCL_STORE\n").store == "postgresql://portcullis:pw@db:5432/portcullis"
+    monkeypatch.delenv("PCL_STORE")
+    with pytest.raises(ConfigError, match="environment variable PCL_STORE .the store URL. is not set"):
+        load_config_text("store: env:PCL_STORE\n", "gw.yaml")
