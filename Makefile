@@ -52,6 +52,8 @@ bench: setup ## the core benchmark (see docs/performance.md)
 
 lock: ## re-pin Python dependencies after editing pyproject.toml
 	$(BIN)/pip-compile --quiet --extra dev --generate-hashes --allow-unsafe --strip-extras -o requirements/dev.lock pyproject.toml
+	$(BIN)/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras -o requirements/runtime.lock pyproject.toml
+	$(BIN)/pip-compile --quiet --generate-hashes --allow-unsafe -o requirements/build.lock requirements/build.in
 
 clean:
 	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache tests/artifacts .demo-token
