@@ -76,5 +76,5 @@ def test_the_store_url_may_come_from_the_environment(monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("PCL_STORE", "postgresql://portcullis:pw@db:5432/portcullis")
     assert load_config_text("store: env:PCL_STORE\n").store == "postgresql://portcullis:pw@db:5432/portcullis"
     monkeypatch.delenv("PCL_STORE")
-    with pytest.raises(ConfigError, match="environment variable PCL_STORE .the store URL. is not set"):
+    with pytest.raises(ConfigError, match=r"environment variable PCL_STORE \(the store URL\) is not set"):
         load_config_text("store: env:PCL_STORE\n", "gw.yaml")
