@@ -26,14 +26,6 @@ def _load(path: str) -> Config:
         sys.exit(2)
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper()),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-
-
 @click.group()
 @click.version_option(__version__, prog_name="portcullis")
 def cli() -> None:
@@ -43,9 +35,18 @@ def cli() -> None:
 @cli.command()
 @click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False), help="YAML config file")
 @click.option("--log-level", default="info", type=click.Choice(["debug", "info", "warning", "error"]))
-def serve(config_path: str, log_level: str) -> None:
+@click.option(
+    "--log-format",
+    default="text",
+    envvar="PORTCULLIS_LOG_FORMAT",
+    type=click.Choice(["text", "json"]),
+    help="json: one object per line with the request's server, session id and trace id",
+)
+def serve(config_path: str, log_level: str, log_format: str) -> None:
     """Run the gateway."""
-    _setup_logging(log_level)
+    from portcullis.observe.logs import setup
+
+    setup(log_level, log_format)
     config = _load(config_path)
     if config.auth.mode == "none":
         logging.getLogger("portcullis").warning(

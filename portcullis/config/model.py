@@ -519,6 +519,23 @@ class DefinitionsConfig(_Strict):
         return v
 
 
+class TracingConfig(_Strict):
+    endpoint: str | None = Field(
+        default=None,
+        description="OTLP/HTTP traces endpoint, e.g. http://collector:4318/v1/traces; none: tracing off",
+    )
+    service_name: str = "portcullis"
+    sample_ratio: float = Field(default=1.0, ge=0, le=1, description="of new traces (a caller's sampled flag wins)")
+    headers_from_env: dict[str, str] = Field(default_factory=dict, description="header -> environment variable")
+
+    @field_validator("endpoint")
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(r"^https?://", v):
+            raise ValueError("expected an http:// or https:// URL")
+        return v
+
+
 class AdminConfig(_Strict):
     auditor_groups: list[str] = Field(
         default_factory=list,
@@ -540,6 +557,7 @@ class Config(_Strict):
     approvals: ApprovalsConfig = ApprovalsConfig()
     definitions: DefinitionsConfig = DefinitionsConfig()
     admin: AdminConfig = AdminConfig()
+    tracing: TracingConfig = TracingConfig()
     pipeline: list[str] = Field(default_factory=lambda: ["record", "bind", "authz", "mask", "pin"])
     public_url: str | None = None
 

@@ -27,6 +27,8 @@ from portcullis.errors import StoreError, UpstreamError
 from portcullis.flow import Flow, Outcome, Record
 from portcullis.identity.edge import METADATA_PATH, Authenticator
 from portcullis.observe.metrics import GatewayCollector, TrailMetrics
+from portcullis.observe.tracing import Tracing
+from portcullis.observe.tracing import install as install_tracing
 from portcullis.pipeline import Pipeline, Stage
 from portcullis.pipeline.authz import HELD, AuthzStage
 from portcullis.pipeline.bind import BindStage
@@ -179,6 +181,8 @@ class Gateway:
         self.audit_public_key: bytes | None = public_pem(signing["signer"]) if signing else None  # for verifiers
         self.audit_key_id: str | None = signing.get("key_id")
         self.alerts = build_alerter(config) if config.recording.alerts else None
+        self.tracing = Tracing(config.tracing)
+        install_tracing(self.tracing)
         self.exporter = build_exporter(config.recording.export)  # streams of the committed trail (audit/export)
         self.registry = CollectorRegistry()  # this gateway's metrics (GET /metrics), counted from committed records
         self.metrics = TrailMetrics(self.registry, config.servers, mask_class_names(config.masking))
@@ -307,6 +311,7 @@ class Gateway:
             await asyncio.to_thread(self.exporter.close, 5.0)
         if self.alerts is not None:
             await self.alerts.close(grace=2.0)
+        await asyncio.to_thread(self.tracing.shutdown)
 
     def _observed(self) -> dict[str, Any]:
         """What the metrics read at scrape time."""

@@ -23,6 +23,7 @@ from portcullis.errors import ProtocolError, StageError, StoreError, UpstreamErr
 from portcullis.flow import Direction, Flow, Outcome
 from portcullis.identity.edge import Caller, www_authenticate
 from portcullis.identity.tokens import AuthError
+from portcullis.observe.logs import LOG_CONTEXT
 from portcullis.pipeline.record import event_record, message_record
 from portcullis.server.gateway import Gateway
 from portcullis.server.sessions import GatewaySession, StreamBuffer, mint_session_id
@@ -88,6 +89,19 @@ class McpEndpoint:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         server = request.match_info["server"]
+        LOG_CONTEXT.set({"server": server, "session_id": request.headers.get("Mcp-Session-Id")})
+        tracer = self.gw.tracing
+        if not tracer.enabled:
+            return await self._handle(request, server)
+        status = 500
+        try:
+            resp = await self._handle(request, server)
+            status = resp.status
+            return resp
+        finally:
+            tracer.end_server(request.get("span"), status)
+
+    async def _handle(self, request: web.Request, server: str) -> web.StreamResponse:
         if not self.gw.known(server):
             return json_error(404, None, errors.INVALID_REQUEST, f"Not Found: no MCP server named {server!r}")
         if self.gw.draining:
@@ -198,6 +212,22 @@ class McpEndpoint:
         body = await self._read_body(request)
         parsed = parse_body(body)
         headers = request.headers
+        if self.gw.tracing.enabled and not isinstance(parsed, list):
+            params = parsed.params
+            name = params.get("name") if isinstance(params.get("name"), str) else params.get("uri")
+            request["span"] = self.gw.tracing.start_server(
+                f"mcp {parsed.method or parsed.kind.value}",
+                headers,
+                params.get("_meta"),
+                {
+                    "mcp.server": server,
+                    "mcp.method": parsed.method,
+                    "mcp.name": name if isinstance(name, str) else None,
+                    "mcp.session.id": headers.get("Mcp-Session-Id"),
+                },
+            )
+        if log.isEnabledFor(logging.DEBUG):  # one line per message (method only: never params, never a token)
+            log.debug("%s %s", server, "batch" if isinstance(parsed, list) else parsed.method or parsed.kind.value)
         sid = headers.get("Mcp-Session-Id")
         session: GatewaySession | None = None
         if sid is not None:

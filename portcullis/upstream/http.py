@@ -11,6 +11,7 @@ import yarl
 
 from portcullis import errors
 from portcullis.config.model import ServerConfig
+from portcullis.observe import tracing
 from portcullis.upstream import h1
 from portcullis.upstream.credentials import UpstreamCredentials
 from portcullis.wire import sse
@@ -219,6 +220,7 @@ class HttpUpstream:
         """``subject_token``: the caller's validated access token, for an upstream whose credential is an RFC 8693
         token exchange (it goes to the authorization server, never to the upstream)."""
         h = await upstream_headers(self.credentials, headers, upstream_session, subject_token)
+        span = tracing.current().client(self.name, method, h)  # None unless tracing is on
         resp: aiohttp.ClientResponse | h1.Response
         try:
             if self._h1 is not None:  # follows no redirect, keeps no cookies
@@ -243,4 +245,7 @@ class HttpUpstream:
             raise errors.UpstreamError(
                 errors.UPSTREAM_UNAVAILABLE, f"upstream {self.name!r} is unreachable ({type(exc).__name__})"
             ) from exc
+        finally:
+            if span is not None:
+                span.end()
         return HttpReply(resp, self._max_event, self._max_json)
