@@ -13,6 +13,7 @@ import sys
 from typing import Any
 
 LOG_CONTEXT: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("portcullis_log", default=None)
+JSON_LINES = [False]  # set by setup(): only JSON lines show the request's context (the edge skips it otherwise)
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
@@ -37,6 +38,7 @@ class RequestContext(logging.Filter):
 
 def setup(level: str, fmt: str = "text") -> None:
     handler = logging.StreamHandler(sys.stderr)
+    JSON_LINES[0] = fmt == "json"
     if fmt == "json":
         from pythonjsonlogger.json import JsonFormatter
 

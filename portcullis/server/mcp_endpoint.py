@@ -23,7 +23,7 @@ from portcullis.errors import ProtocolError, StageError, StoreError, UpstreamErr
 from portcullis.flow import Direction, Flow, Outcome
 from portcullis.identity.edge import Caller, www_authenticate
 from portcullis.identity.tokens import AuthError
-from portcullis.observe.logs import LOG_CONTEXT
+from portcullis.observe.logs import JSON_LINES, LOG_CONTEXT
 from portcullis.pipeline.record import event_record, message_record
 from portcullis.server.gateway import Gateway
 from portcullis.server.sessions import GatewaySession, StreamBuffer, mint_session_id
@@ -89,7 +89,8 @@ class McpEndpoint:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         server = request.match_info["server"]
-        LOG_CONTEXT.set({"server": server, "session_id": request.headers.get("Mcp-Session-Id")})
+        if JSON_LINES[0]:
+            LOG_CONTEXT.set({"server": server, "session_id": request.headers.get("Mcp-Session-Id")})
         tracer = self.gw.tracing
         if not tracer.enabled:
             return await self._handle(request, server)
