@@ -62,6 +62,18 @@ class Record:
 
 
 @dataclass(slots=True)
+class Binding:
+    """A minted task id or requestState bound to the caller that received it (the bind stage), committed with the
+    response that carried it, so every replica refuses it to anyone else."""
+
+    server: str
+    what: str
+    digest: str
+    owner: str
+    created_ns: int
+
+
+@dataclass(slots=True)
 class Flow:
     server: str
     era: Era
@@ -85,7 +97,7 @@ class Flow:
     id: int = field(default_factory=lambda: next(_ids))
     started_ns: int = field(default_factory=time.monotonic_ns)
     responded_ns: int | None = None
-    records: list[Record] = field(default_factory=list)
+    records: list[Record | Binding] = field(default_factory=list)
 
     def decide(self, effect: str, rule: str | None, policy_version: str | None) -> None:
         """Note the policy's decision; it goes into the flow's records (the request's included)."""

@@ -29,6 +29,9 @@ class Pipeline:
         self._reverse = tuple(reversed(self._forward))
         self.names = tuple(s.name for s in self._forward)
 
+    def stage(self, name: str) -> Stage | None:
+        return next((s for s in self._forward if s.name == name), None)
+
     def run_request(self, flow: Flow) -> int:
         """Run request hooks. Returns how many stages saw the request (for the reverse walk)."""
         return self.resume_request(flow, 0)

@@ -24,14 +24,14 @@ from portcullis.approvals.tasks import HeldTasks
 from portcullis.audit.export import build_exporter
 from portcullis.config.model import Config, RetentionConfig, ServerConfig, WebhookConfig
 from portcullis.errors import StoreError, UpstreamError
-from portcullis.flow import Flow, Outcome, Record
+from portcullis.flow import Binding, Flow, Outcome, Record
 from portcullis.identity.edge import METADATA_PATH, Authenticator
 from portcullis.observe.metrics import GatewayCollector, TrailMetrics
 from portcullis.observe.tracing import Tracing
 from portcullis.observe.tracing import install as install_tracing
 from portcullis.pipeline import Pipeline, Stage
 from portcullis.pipeline.authz import HELD, AuthzStage
-from portcullis.pipeline.bind import BindStage
+from portcullis.pipeline.bind import UNREADABLE, BindStage
 from portcullis.pipeline.mask import MaskStage, build_masker, build_sealer, mask_class_names
 from portcullis.pipeline.pin import DEFAULT_SCAN, DefinitionBook, PinStage
 from portcullis.pipeline.record import RecordStage, event_record
@@ -43,7 +43,7 @@ from portcullis.store import apikeys
 from portcullis.store import definitions as definition_store
 from portcullis.store.audit_keys import public_pem
 from portcullis.store.chain import SESSION_CHAINED
-from portcullis.store.queries import get_session
+from portcullis.store.queries import binding_owners, get_session
 from portcullis.store.writer import Fanout, Item, SessionEnd, SessionOpen, StoreWriter
 from portcullis.tasks import spawn
 from portcullis.tunnel.hub import AgentHub, AgentUpstream
@@ -195,6 +195,8 @@ class Gateway:
             listener=Fanout([self.metrics, *([self.exporter] if self.exporter is not None else [])]),
         )
         self.sessions = SessionTable(config.limits.max_sessions)
+        bind = self.pipeline.stage("bind")
+        self._bind: BindStage | None = bind if isinstance(bind, BindStage) else None
         via_agent = frozenset(n for n, s in config.servers.items() if s.via == "agent")
         self.agents = AgentHub(engine, via_agent, self.record_event, self.writer.chain_id)
         a = config.approvals
@@ -500,7 +502,7 @@ class Gateway:
                 raise StoreError("recording store unavailable")
             self.writer.submit(list[Item](items), wait=False)
 
-    async def record_request(self, records: list[Record]) -> None:
+    async def record_request(self, records: list[Record | Binding]) -> None:
         """A request's records before it is forwarded: queued while the store is healthy; while it is failing, this
         write is the probe and must succeed first (raises StoreError), so nothing reaches an upstream unrecorded."""
         if self.writer.healthy:
@@ -508,7 +510,7 @@ class Gateway:
         else:
             await self.commit(records)
 
-    def submit(self, records: list[Record]) -> None:
+    def submit(self, records: list[Record | Binding]) -> None:
         if records:
             items: list[Item] = list(records)
             records.clear()
@@ -528,6 +530,14 @@ class Gateway:
         """The request stages; a held call is then settled: released by its approval (once), by a live grant, or
         by a break-glass caller with a reason; else answered with the approval request to decide (after waiting,
         bounded, for the decision when ``approvals.wait`` is set). Returns how many stages saw the request."""
+        if self._bind is not None and (missing := self._bind.unknown(flow)):
+            # an id minted through another replica (or before a restart): who it belongs to is in the store
+            try:
+                owners = await asyncio.to_thread(binding_owners, self.engine, missing)
+            except Exception as exc:  # cannot tell whose it is: the bind stage refuses it (fail closed)
+                log.warning("bindings unavailable: %s", type(exc).__name__)
+                owners = {key: UNREADABLE for key in missing}
+            self._bind.learn(flow, owners)
         seen = self.pipeline.run_request(flow)
         hold = flow.hold
         if hold is None or flow.response is None or flow.answered_by != "authz":

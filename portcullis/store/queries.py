@@ -49,3 +49,16 @@ def get_record(engine: Engine, seq: int) -> dict[str, Any] | None:
     with engine.connect() as conn:
         row = conn.execute(select(records).where(records.c.seq == seq)).first()
         return dict(row._mapping) if row is not None else None
+
+
+def binding_owners(engine: Engine, keys: list[tuple[str, str, str]]) -> dict[tuple[str, str, str], str]:
+    """Owners of minted ids by (server, what, digest) (the bind stage's, shared by every replica)."""
+    from sqlalchemy import and_, or_
+
+    from portcullis.store.schema import bindings
+
+    if not keys:
+        return {}
+    cond = or_(*(and_(bindings.c.server == s, bindings.c.what == w, bindings.c.digest == d) for s, w, d in keys))
+    with engine.connect() as conn:
+        return {(r.server, r.what, r.digest): r.owner for r in conn.execute(select(bindings).where(cond))}

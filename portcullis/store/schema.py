@@ -171,6 +171,16 @@ agent_connections = Table(
     Column("bytes_out", BigInteger),
 )
 
+bindings = Table(
+    "bindings",
+    metadata,
+    Column("server", String(200), primary_key=True),
+    Column("what", String(16), primary_key=True),  # task, state
+    Column("digest", String(64), primary_key=True),  # SHA-256 of the minted value (a requestState may be large)
+    Column("owner", String(400), nullable=False),  # the caller key it was minted for
+    Column("created_ns", BigInteger, nullable=False),
+)
+
 definitions = Table(
     "definitions",
     metadata,

@@ -39,9 +39,9 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.pool import PoolProxiedConnection
 
 from portcullis.errors import StoreError
-from portcullis.flow import Record
+from portcullis.flow import Binding, Record
 from portcullis.store.chain import CHAIN_FIELDS, GENESIS, checkpoint_message, digest, link
-from portcullis.store.schema import checkpoints, records, sessions
+from portcullis.store.schema import bindings, checkpoints, records, sessions
 
 log = logging.getLogger("portcullis.store")
 
@@ -69,7 +69,7 @@ class SessionEnd:
     reason: str
 
 
-Item = Record | SessionOpen | SessionEnd
+Item = Record | SessionOpen | SessionEnd | Binding
 Waiter = asyncio.Future[None] | None
 Entry = tuple[list[Item], Waiter]
 
@@ -198,6 +198,20 @@ def chain_lock_key(chain: str) -> int:
     return int.from_bytes(hashlib.sha256(b"portcullis chain " + chain.encode()).digest()[:8], "big", signed=True)
 
 
+BINDING_COLUMNS = ("server", "what", "digest", "owner", "created_ns")
+
+
+def _insert_ignore(dialect: Dialect) -> Any:
+    """INSERT … that keeps an existing row (SQLite: OR IGNORE; PostgreSQL: ON CONFLICT DO NOTHING)."""
+    if dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        stmt: Any = pg_insert(bindings).on_conflict_do_nothing()
+    else:
+        stmt = insert(bindings).prefix_with("OR IGNORE")
+    return stmt.compile(dialect=dialect, column_keys=list(BINDING_COLUMNS))
+
+
 class CommitListener(Protocol):
     """Told, on the writer thread, of what has just committed (the audit exports). Must not block."""
 
@@ -261,6 +275,7 @@ class StoreWriter:
         self.linger = linger
         self._on_failure = on_failure
         self._record_sql, self._session_sql, self._end_sql = compile_statements(engine.dialect)
+        self._bind_sql = _statement(_insert_ignore(engine.dialect), engine.dialect, {c: c for c in BINDING_COLUMNS})
         cp = insert(checkpoints).inline().compile(dialect=engine.dialect, column_keys=list(CHECKPOINT_COLUMNS))
         self._checkpoint_sql = _statement(cp, engine.dialect, {c: c for c in CHECKPOINT_COLUMNS})
         self.chain_id = chain_id  # this writer's chain (one writer per chain)
@@ -430,7 +445,9 @@ class StoreWriter:
             else:
                 conn.close()  # back to the pool
 
-    def _write(self, recs: list[Record], opens: list[SessionOpen], ends: list[SessionEnd]) -> None:
+    def _write(
+        self, recs: list[Record], opens: list[SessionOpen], ends: list[SessionEnd], binds: list[Binding] | None = None
+    ) -> None:
         cur = self._cursor()
         if self._chain is None:
             cur.execute(self._head_sql, (self.chain_id,))
@@ -463,6 +480,9 @@ class StoreWriter:
             if ends:
                 s = self._end_sql
                 cur.executemany(s.sql, [s.params(e) for e in ends])
+            if binds:  # first binding wins: the same id minted again for the same caller is no news
+                s = self._bind_sql
+                cur.executemany(s.sql, [s.params(b) for b in binds])
             self._dbapi.commit()
         except BaseException:
             # rolled back (or not: a commit can fail after it took effect): read the head again before the next batch
@@ -523,18 +543,21 @@ class StoreWriter:
         recs: list[Record] = []
         opens: list[SessionOpen] = []
         ends: list[SessionEnd] = []
+        binds: list[Binding] = []
         for items, _fut in batch:
             for it in items:
                 if isinstance(it, Record):
                     recs.append(it)
                 elif isinstance(it, SessionOpen):
                     opens.append(it)
-                else:
+                elif isinstance(it, SessionEnd):
                     ends.append(it)
+                else:
+                    binds.append(it)
         exc: BaseException | None = None
         for attempt in range(3):
             try:
-                self._write(recs, opens, ends)
+                self._write(recs, opens, ends, binds)
                 exc = None
                 break
             except Exception as e:  # the store failed: every waiter of this batch is refused

@@ -376,3 +376,61 @@ async def test_typescript_sdk_client_with_a_bearer_token(gateway: RunningGateway
     assert not obs["errors"], obs["errors"]
     recs = [r for r in load_records(gateway.store) if marker.encode() in (r["payload"] or b"")]
     assert recs and all(json.loads(r["principal"])["sub"] == "bob" for r in recs)
+
+
+async def test_a_task_minted_through_one_replica_is_bound_on_every_replica(
+    op: OidcProvider, fixture: ManagedProcess, http: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    """Two replicas on one PostgreSQL: alice's task, minted through A, is refused to bob on B (B never saw it: the
+    binding is in the store, committed with the response that carried the id) and given to alice there."""
+    import json as _json
+
+    from portcullis.store.db import make_engine, upgrade
+    from tests.support.gateway import start_gateway, write_config
+    from tests.support.postgres import pg_schema
+
+    meta = {
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": {"extensions": {"io.modelcontextprotocol/tasks": {}}},
+    }
+
+    async def rpc(gw: RunningGateway, user: str, mid: int, method: str, params: dict[str, Any], name: str) -> Any:
+        token = await asyncio.to_thread(op.user_token, user, gw.url("fixture"))
+        body = {"jsonrpc": "2.0", "id": mid, "method": method, "params": {**params, "_meta": meta}}
+        h = {"Content-Type": "application/json", "Accept": ACCEPT, "MCP-Protocol-Version": "2026-07-28"}
+        h |= {"Mcp-Method": method, "Mcp-Name": name, **bearer(token)}
+        async with http.post(gw.url("fixture"), json=body, headers=h) as r:
+            raw = await r.read()
+        if raw.startswith(b"{"):
+            return json.loads(raw)
+        datas = [json.loads(ln[6:]) for ln in raw.split(b"\n") if ln.startswith(b"data: ") and ln[6:].strip()]
+        return next(m for m in datas if m.get("id") == mid)
+
+    with pg_schema() as store:
+        engine = make_engine(store)
+        upgrade(engine)
+        engine.dispose()
+        replicas = []
+        try:
+            for name in ("a", "b"):
+                (tmp_path / name).mkdir()
+                config, _ = write_config(
+                    tmp_path / name,
+                    {"fixture": {"url": fixture.ready_value}},
+                    auth={"mode": "oidc", "issuers": [{"issuer": op.issuer}]},
+                    recording={"chain": name},
+                )
+                config.write_text(_json.dumps({**_json.loads(config.read_text()), "store": store}))
+                replicas.append(start_gateway(config, store))
+            a, b = replicas
+            created = await rpc(
+                a, "alice", 1, "tools/call", {"name": "slow_compute", "arguments": {"seconds": 5}}, "slow_compute"
+            )
+            task_id = created["result"]["taskId"]
+            stolen = await rpc(b, "bob", 2, "tasks/get", {"taskId": task_id}, task_id)
+            assert stolen["error"]["code"] == -32010 and "another principal" in stolen["error"]["message"], stolen
+            own = await rpc(b, "alice", 3, "tasks/get", {"taskId": task_id}, task_id)
+            assert own["result"]["taskId"] == task_id
+        finally:
+            for gw in replicas:
+                gw.proc.stop(timeout=10)
