@@ -224,12 +224,26 @@ class AgentConfig(_Strict):
         return v
 
 
+class RateLimit(_Strict):
+    per_second: float = Field(gt=0, description="requests earned per second")
+    burst: int = Field(gt=0, description="requests that may come at once (the bucket's size)")
+    concurrent: int | None = Field(default=None, gt=0, description="requests in flight at once (none: no cap)")
+
+
+class RateConfig(_Strict):
+    principal: RateLimit | None = Field(default=None, description="per caller (issuer and subject, or API key)")
+    server: RateLimit | None = Field(default=None, description="per upstream server, whoever calls")
+
+
 class LimitsConfig(_Strict):
     max_body_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
     max_sse_event_bytes: int = Field(default=16 * 1024 * 1024, gt=0)
     max_sessions: int = Field(default=10_000, gt=0)
     stream_buffer_events: int = Field(default=256, gt=0)
     session_idle_timeout: float = Field(default=3600.0, gt=0)
+    rate: RateConfig | None = Field(
+        default=None, description="rate limits and concurrency caps (none: unlimited); see docs/configuration.md"
+    )
     drain_timeout: float = Field(
         default=20.0,
         gt=0,

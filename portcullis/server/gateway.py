@@ -37,6 +37,7 @@ from portcullis.pipeline.pin import DEFAULT_SCAN, DefinitionBook, PinStage
 from portcullis.pipeline.record import RecordStage, event_record
 from portcullis.policy import PolicyStore
 from portcullis.policy.load import load_policy_text
+from portcullis.server.limits import Limits
 from portcullis.server.sessions import GatewaySession, SessionTable
 from portcullis.server.translation import EraProbe, SharedUpstream
 from portcullis.store import apikeys
@@ -195,6 +196,7 @@ class Gateway:
             listener=Fanout([self.metrics, *([self.exporter] if self.exporter is not None else [])]),
         )
         self.sessions = SessionTable(config.limits.max_sessions)
+        self.limits = Limits(config.limits.rate)
         bind = self.pipeline.stage("bind")
         self._bind: BindStage | None = bind if isinstance(bind, BindStage) else None
         via_agent = frozenset(n for n, s in config.servers.items() if s.via == "agent")

@@ -26,6 +26,7 @@ from portcullis.identity.tokens import AuthError
 from portcullis.observe.logs import JSON_LINES, LOG_CONTEXT
 from portcullis.pipeline.record import event_record, message_record
 from portcullis.server.gateway import Gateway
+from portcullis.server.limits import Limited
 from portcullis.server.sessions import GatewaySession, StreamBuffer, mint_session_id
 from portcullis.server.translation import LocalReply, stateless_send
 from portcullis.upstream.http import HttpReply, Priming
@@ -128,6 +129,8 @@ class McpEndpoint:
                     [event_record(server, sid, "rejected", f"{exc.http_status}: {exc.message}", _peek_body(request))]
                 )
             headers = {"Allow": "GET, POST, DELETE"} if exc.http_status == 405 else {}
+            if isinstance(exc, Limited):
+                headers = {"Retry-After": str(exc.retry_after)}
             return json_error(exc.http_status, exc.msg_id, exc.code, exc.message, exc.data, **headers)
         except (ConnectionError, asyncio.CancelledError):
             raise
@@ -229,6 +232,21 @@ class McpEndpoint:
             )
         if log.isEnabledFor(logging.DEBUG):  # one line per message (method only: never params, never a token)
             log.debug("%s %s", server, "batch" if isinstance(parsed, list) else parsed.method or parsed.kind.value)
+        limits = self.gw.limits
+        if not limits.enabled:
+            return await self._dispatch(request, server, parsed)
+        msgs = parsed if isinstance(parsed, list) else [parsed]
+        n = sum(1 for m in msgs if m.kind is Kind.REQUEST)
+        if not n:
+            return await self._dispatch(request, server, parsed)
+        release = limits.admit(request["caller"].key, server, n)  # raises Limited: 429, recorded
+        try:
+            return await self._dispatch(request, server, parsed)
+        finally:
+            release()
+
+    async def _dispatch(self, request: web.Request, server: str, parsed: Message | list[Message]) -> web.StreamResponse:
+        headers = request.headers
         sid = headers.get("Mcp-Session-Id")
         session: GatewaySession | None = None
         if sid is not None:
