@@ -142,6 +142,10 @@ class ServerConfig(_Strict):
     call_timeout: float = Field(default=300.0, gt=0)
     startup_timeout: float = Field(default=60.0, gt=0)
     restart_backoff_max: float = Field(default=30.0, gt=0)
+    breaker_threshold: int = Field(
+        default=5, gt=0, description="consecutive failures to reach an HTTP upstream that open its circuit"
+    )
+    breaker_cooldown: float = Field(default=5.0, gt=0, description="seconds an open circuit answers at once")
     via: Literal["direct", "agent"] = Field(
         default="direct",
         description="agent: the server is reached through a connected `portcullis agent` that announces it (no "

@@ -13,6 +13,7 @@ from portcullis import errors
 from portcullis.config.model import ServerConfig
 from portcullis.observe import tracing
 from portcullis.upstream import h1
+from portcullis.upstream.breaker import Breaker
 from portcullis.upstream.credentials import UpstreamCredentials
 from portcullis.wire import sse
 from portcullis.wire.jsonrpc import Message, parse_one
@@ -208,6 +209,7 @@ class HttpUpstream:
         self._max_json = max_json
         self._timeout = aiohttp.ClientTimeout(total=None, connect=cfg.connect_timeout, sock_read=cfg.call_timeout)
         self.credentials = UpstreamCredentials(name, cfg, http)
+        self.breaker = Breaker(cfg.breaker_threshold, cfg.breaker_cooldown)
 
     async def send(
         self,
@@ -219,6 +221,7 @@ class HttpUpstream:
     ) -> HttpReply:
         """``subject_token``: the caller's validated access token, for an upstream whose credential is an RFC 8693
         token exchange (it goes to the authorization server, never to the upstream)."""
+        self.breaker.check(self.name)  # raises while the circuit is open
         h = await upstream_headers(self.credentials, headers, upstream_session, subject_token)
         span = tracing.current().client(self.name, method, h)  # None unless tracing is on
         resp: aiohttp.ClientResponse | h1.Response
@@ -238,14 +241,17 @@ class HttpUpstream:
                     method, self.url, data=body, headers=h, timeout=self._timeout, allow_redirects=False
                 )
         except TimeoutError as exc:
+            self.breaker.failed()
             raise errors.UpstreamError(
                 errors.UPSTREAM_TIMEOUT, f"upstream {self.name!r} did not answer in time"
             ) from exc
         except (aiohttp.ClientError, h1.H1Error, ValueError) as exc:
+            self.breaker.failed()
             raise errors.UpstreamError(
                 errors.UPSTREAM_UNAVAILABLE, f"upstream {self.name!r} is unreachable ({type(exc).__name__})"
             ) from exc
         finally:
             if span is not None:
                 span.end()
+        self.breaker.ok()
         return HttpReply(resp, self._max_event, self._max_json)
