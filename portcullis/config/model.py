@@ -26,6 +26,10 @@ class IssuerConfig(_Strict):
 
     issuer: str = Field(description="the issuer exactly as the provider spells it (it must equal the tokens' iss)")
     jwks_uri: str | None = Field(default=None, description="default: from the issuer's OpenID discovery document")
+    jwks_hosts: list[str] = Field(
+        default_factory=list,
+        description="hosts (https) a discovered jwks_uri may name besides the issuer's own origin (SSRF guard)",
+    )
     algorithms: list[Algorithm] = Field(default_factory=lambda: list(DEFAULT_ALGORITHMS), min_length=1)
     groups_claim: str = Field(default="groups", description="claim holding group names; dotted path for nesting")
     email_claim: str = "email"

@@ -77,7 +77,12 @@ class Authenticator:
             assert http is not None
             for i in cfg.issuers:
                 self.keys[i.issuer] = IssuerKeys(
-                    i.issuer, http, i.jwks_uri, cfg.jwks_min_refetch_interval, cfg.jwks_max_age
+                    i.issuer,
+                    http,
+                    i.jwks_uri,
+                    cfg.jwks_min_refetch_interval,
+                    cfg.jwks_max_age,
+                    jwks_hosts=frozenset(h.lower() for h in i.jwks_hosts),
                 )
             policies = [
                 IssuerPolicy(i.issuer, frozenset(i.algorithms), i.groups_claim, i.email_claim) for i in cfg.issuers

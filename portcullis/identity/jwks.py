@@ -15,6 +15,7 @@ from typing import Any
 
 import aiohttp
 import jwt
+import yarl
 
 log = logging.getLogger("portcullis.identity")
 
@@ -33,8 +34,10 @@ class IssuerKeys:
         max_age: float = 600.0,
         timeout: float = 5.0,
         negative_ttl: float = 60.0,
+        jwks_hosts: frozenset[str] = frozenset(),
     ) -> None:
         self.issuer = issuer
+        self.jwks_hosts = jwks_hosts  # hosts a discovered jwks_uri may name besides the issuer's own
         self._http = http
         self.jwks_uri = jwks_uri
         self._keys: dict[str, jwt.PyJWK] = {}
@@ -117,10 +120,12 @@ class IssuerKeys:
             self.scopes_supported = (
                 frozenset(x for x in scopes if isinstance(x, str)) if isinstance(scopes, list) else frozenset()
             )
-            uri = self.jwks_uri or doc.get("jwks_uri")
-            if not isinstance(uri, str):
-                raise JwksError(f"discovery for {self.issuer!r} has no jwks_uri")
-            self.jwks_uri = uri
+            if self.jwks_uri is None:
+                uri = doc.get("jwks_uri")
+                if not isinstance(uri, str):
+                    raise JwksError(f"discovery for {self.issuer!r} has no jwks_uri")
+                self._check_jwks_origin(uri)
+                self.jwks_uri = uri
         data = await self._json(self.jwks_uri)
         keys: dict[str, jwt.PyJWK] = {}
         for jwk in data.get("keys", []):
@@ -136,6 +141,17 @@ class IssuerKeys:
         self._keys = keys
         self._fetched_at = time.monotonic()
         log.info("loaded %d signing keys for issuer %s", len(keys), self.issuer)
+
+    def _check_jwks_origin(self, uri: str) -> None:
+        """SSRF guard: a discovery document may only send the gateway to the issuer's own origin (scheme, host,
+        port) for keys, or to a host the config allows (``jwks_hosts``); a configured ``jwks_uri`` is trusted."""
+        want, got = yarl.URL(self.issuer), yarl.URL(uri)
+        same = (got.scheme, got.host, got.port) == (want.scheme, want.host, want.port)
+        if not same and not (got.scheme == "https" and got.host in self.jwks_hosts):
+            raise JwksError(
+                f"discovery for {self.issuer!r} names a jwks_uri on another host ({got.host}): add it to the "
+                "issuer's jwks_hosts, or set jwks_uri, if that is right"
+            )
 
     async def _json(self, url: str) -> dict[str, Any]:
         try:
