@@ -58,7 +58,7 @@ def serve(config_path: str, log_level: str, log_format: str) -> None:
 
     try:
         run(config)
-    except PolicyError as exc:
+    except (PolicyError, ConfigError) as exc:  # also what only shows at start: a secret's variable unset
         for p in exc.problems:
             click.echo(f"error: {p}", err=True)
         sys.exit(2)
