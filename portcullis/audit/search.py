@@ -1,36 +1,60 @@
 """Search the audit trail: by principal, group, server, tool, method, decision, kind, session, time range and free
-text over the **masked** payloads (the sealed originals are never searched or shown).
+text over the **masked** payloads. The sealed originals are never searched, read or shown.
 
-The filters the store can index run in SQL (SQLAlchemy Core, the same on SQLite and PostgreSQL); the ones that need
-the JSON of a record (a principal's subject or e-mail, a group, a tool's name) are narrowed in SQL with ``LIKE`` and
-decided exactly in Python, a page at a time. Results come newest first; ``cursor`` (the last ``seq`` of a page) asks
-for the next page (keyset pagination: stable while records are added).
+Every filter runs in SQL (SQLAlchemy Core, the same statement on SQLite and PostgreSQL). The ones that look into a
+record's JSON — a principal's subject or e-mail, a group, a tool's name, and text that a byte-wise ``LIKE`` could
+match at the wrong place — are narrowed in SQL and decided exactly in Python, a page at a time. Results come newest
+first; ``cursor`` (the ``seq`` of the last record of a page) asks for the next page (keyset pagination: stable
+while records are added).
 
-``tool`` matches the client's ``tools/call`` requests for that tool (the response records carry the method but not
-the tool's name: follow ``session_id`` and ``msg_id`` to them).
+What is derived from what the trail records, without a column of its own:
+
+- ``principal`` and ``group`` read the caller's JSON in ``records.principal``
+  (:attr:`portcullis.identity.edge.Caller.record_text`: subject, e-mail, groups, client id, issuer) — the groups the
+  caller had when the record was written;
+- ``tool`` reads ``params.name`` of the client's ``tools/call`` requests; their responses carry the method but not the
+  tool's name, so ``responses`` pairs each request with its response (same chain, flow, server and message id).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
+import re
 import time
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from sqlalchemy import Engine, String, and_, cast, func, or_, select, true
+from sqlalchemy import Connection, Engine, String, cast, func, or_, select
 from sqlalchemy.sql import ColumnElement
 
 from portcullis.audit.codec import record_json
 from portcullis.store.schema import records
 
 MAX_LIMIT = 1000
-PAGE = 500  # rows read per round when Python decides part of the filter
+MAX_TEXT = 1000  # characters of a free-text, principal, group or tool filter
+MIN_PAGE = 50  # rows read per round at least when Python decides part of the filter
+DECISIONS = ("allow", "deny", "hold")
+_SHOWN = [c for c in records.c if c.name != "sealed"]  # the sealed original is never even read
+_ASCII_LOWER = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ", b"abcdefghijklmnopqrstuvwxyz")
+_RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.IGNORECASE)
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
 @dataclass(frozen=True, slots=True)
 class Query:
-    principal: str | None = None  # a subject or an e-mail, exactly
+    """What to find. Every filter given must hold (AND); ``None`` means any.
+
+    ``principal`` is exact, never a substring: the caller's subject, client id, or e-mail (the e-mail without regard
+    to case). ``text`` is a substring of the masked payload (as the JSON text was recorded, also in its JSON-escaped
+    form: ``say "hi"`` finds ``say \\"hi\\"``) or of the record's detail, case-insensitive for ASCII letters.
+    ``since_ns`` is inclusive, ``until_ns`` exclusive. ``limit`` is clamped to 1..1000. ``responses`` adds to each
+    client request found its response (``"response"``: a record, or ``None`` while there is none).
+    """
+
+    principal: str | None = None
     group: str | None = None
     server: str | None = None
     tool: str | None = None
@@ -40,39 +64,92 @@ class Query:
     session: str | None = None
     since_ns: int | None = None
     until_ns: int | None = None
-    text: str | None = None  # case-insensitive substring of the masked payload or the detail
+    text: str | None = None
     limit: int = 100
-    cursor: int | None = None  # only records with seq below this
+    cursor: int | None = None  # only records with seq below this (the previous page's next_cursor)
+    responses: bool = False
+
+    def __post_init__(self) -> None:
+        if self.decision is not None and self.decision not in DECISIONS:
+            raise ValueError(f"decision must be one of {', '.join(DECISIONS)}")
+        for name in ("principal", "group", "tool", "text"):
+            value = getattr(self, name)
+            if value is not None and (not value or len(value) > MAX_TEXT):
+                raise ValueError(f"{name} must be 1 to {MAX_TEXT} characters")
 
 
-def parse_when(text: str | None) -> int | None:
-    """RFC 3339 (``2026-11-24T10:00:00Z``) or a duration back from now (``15m``, ``2h``, ``7d``) -> ns since the
-    epoch; ValueError says what was expected."""
+def parse_when(text: str | None, now_ns: int | None = None) -> int | None:
+    """A point in time as ns since the epoch from RFC 3339 (``2026-11-24T10:00:00Z``; without an offset: UTC), a
+    duration back from now (``15m``, ``2h``, ``7d``, ``2w``, ``30s``) or an integer of ns since the epoch (as
+    ``ts_ns`` shows it). ValueError says what was expected."""
     if text is None:
         return None
-    from portcullis.config.model import parse_duration
-
+    now = time.time_ns() if now_ns is None else now_ns
+    m = _RELATIVE.match(text)
+    if m is not None:
+        return now - int(float(m.group(1)) * _UNITS[m.group(2).lower()] * 1_000_000_000)
+    if text.strip().isdigit():
+        return int(text)
     try:
-        return time.time_ns() - int(parse_duration(text) * 1e9)
+        t = dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00").replace("z", "+00:00"))
     except ValueError:
-        pass
-    try:
-        t = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise ValueError(f"expected RFC 3339 (2026-11-24T10:00:00Z) or a duration (15m, 2h, 7d): {text!r}") from None
+        raise ValueError(
+            f"expected RFC 3339 (2026-11-24T10:00:00Z), a duration back from now (15m, 2h, 7d) or ns: {text!r}"
+        ) from None
     if t.tzinfo is None:
         t = t.replace(tzinfo=dt.UTC)
-    return int(t.timestamp() * 1e9)
+    return (t - _EPOCH) // dt.timedelta(microseconds=1) * 1000
+
+
+# --- SQL ------------------------------------------------------------------------------------------------------
 
 
 def _like(value: str) -> str:
+    """A LIKE pattern (escape character ``\\``) that finds ``value`` literally anywhere."""
     return "%" + value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
-def _payload_text(engine: Engine) -> ColumnElement[Any]:
-    if engine.dialect.name == "postgresql":  # any bytes, as text (non-ASCII shows escaped)
-        return func.encode(records.c.payload, "escape")
-    return cast(records.c.payload, String)
+def _pg_escape(value: str) -> str:
+    """``value`` as PostgreSQL's ``encode(bytes, 'escape')`` shows its UTF-8 bytes (backslash doubled, NUL and bytes
+    of 0x80 and above as ``\\ooo``): how the payload is compared there, so that any bytes — not only valid UTF-8 —
+    can be searched and no row can make the query fail."""
+    out = []
+    for b in value.encode("utf-8", "surrogatepass"):
+        if b == 0x5C:
+            out.append("\\\\")
+        elif b == 0 or b >= 0x80:
+            out.append(f"\\{b:03o}")
+        else:
+            out.append(chr(b))
+    return "".join(out)
+
+
+def _payload_like(engine: Engine, forms: list[str], lower: bool) -> ColumnElement[bool]:
+    """The payload contains one of ``forms`` (already ASCII-lowered when ``lower``)."""
+    if engine.dialect.name == "postgresql":
+        text: ColumnElement[Any] = func.encode(records.c.payload, "escape")
+        forms = [_pg_escape(f) for f in forms]
+    else:
+        text = cast(records.c.payload, String)
+    if lower:  # the payload text is ASCII on PostgreSQL (escaped), and SQLite's lower() folds ASCII only
+        text = func.lower(text)
+    return or_(*(text.like(_like(f), escape="\\") for f in forms))
+
+
+def _ascii_lower(s: str) -> str:
+    return s.encode("utf-8", "surrogatepass").translate(_ASCII_LOWER).decode("utf-8", "surrogatepass")
+
+
+def _text_forms(text: str) -> list[str]:
+    """The needle as it may stand in a JSON text: as is, JSON-escaped, JSON-escaped to ASCII (``\\u00e9``)."""
+    lowered = _ascii_lower(text)
+    forms = [lowered, orjson.dumps(lowered).decode()[1:-1], json.dumps(lowered)[1:-1]]
+    return list(dict.fromkeys(forms))
+
+
+def _json_string(value: str) -> list[str]:
+    """A JSON string as JSON writers put it: raw UTF-8 (orjson, most SDKs) or escaped to ASCII (Python's json)."""
+    return list(dict.fromkeys([orjson.dumps(value).decode(), json.dumps(value)]))
 
 
 def _where(engine: Engine, q: Query) -> list[ColumnElement[bool]]:
@@ -90,81 +167,130 @@ def _where(engine: Engine, q: Query) -> list[ColumnElement[bool]]:
         w.append(records.c.ts_ns >= q.since_ns)
     if q.until_ns is not None:
         w.append(records.c.ts_ns < q.until_ns)
-    if q.cursor is not None:
-        w.append(records.c.seq < q.cursor)
+    # Caller.record_text is json.dumps(...) (ASCII-escaped); ilike so an e-mail matches without regard to case
     if q.principal is not None:
-        w.append(records.c.principal.like(_like(orjson.dumps(q.principal).decode()), escape="\\"))
+        w.append(records.c.principal.ilike(_like(json.dumps(q.principal)), escape="\\"))
     if q.group is not None:
-        w.append(records.c.principal.like(_like(orjson.dumps(q.group).decode()), escape="\\"))
+        w.append(records.c.principal.like(_like(json.dumps(q.group)), escape="\\"))
     if q.tool is not None:
         w.append(records.c.method == "tools/call")
         w.append(records.c.direction == "c2s")
-        w.append(_payload_text(engine).like(_like(orjson.dumps(q.tool).decode()), escape="\\"))
+        w.append(records.c.kind == "request")
+        w.append(_payload_like(engine, _json_string(q.tool), lower=False))
     if q.text is not None:
-        needle = _like(q.text.lower())
         w.append(
             or_(
-                func.lower(_payload_text(engine)).like(needle, escape="\\"),
-                func.lower(records.c.detail).like(needle, escape="\\"),
+                _payload_like(engine, _text_forms(q.text), lower=True),
+                records.c.detail.ilike(_like(q.text), escape="\\"),
             )
         )
     return w
 
 
+# --- exact decisions in Python ----------------------------------------------------------------------------------
+
+
+def _needs_exact(q: Query) -> bool:
+    if q.principal is not None or q.group is not None or q.tool is not None:
+        return True
+    # a needle with a backslash, NUL or non-ASCII is compared as PostgreSQL's escaped text: re-checked on the bytes
+    return q.text is not None and any(c == "\\" or c == "\x00" or ord(c) > 0x7F for f in _text_forms(q.text) for c in f)
+
+
 def _exact(row: dict[str, Any], q: Query) -> bool:
-    """What LIKE only narrowed: the principal's subject or e-mail, a group, the tool's name."""
     if q.principal is not None or q.group is not None:
         try:
             who = orjson.loads(row["principal"] or "{}")
         except orjson.JSONDecodeError:
             return False
-        if q.principal is not None and q.principal not in (who.get("sub"), who.get("email")):
+        if not isinstance(who, dict):
             return False
+        if q.principal is not None:
+            email = who.get("email")
+            by_email = isinstance(email, str) and email.lower() == q.principal.lower()
+            if not by_email and q.principal not in (who.get("sub"), who.get("client_id")):
+                return False
         if q.group is not None and q.group not in (who.get("groups") or []):
             return False
     if q.tool is not None:
         try:
-            params = orjson.loads(row["payload"] or b"{}").get("params") or {}
-        except (orjson.JSONDecodeError, AttributeError):
+            msg = orjson.loads(row["payload"] or b"{}")
+        except orjson.JSONDecodeError:
             return False
+        params = msg.get("params") if isinstance(msg, dict) else None
         if not isinstance(params, dict) or params.get("name") != q.tool:
+            return False
+    if q.text is not None:
+        payload = bytes(row["payload"] or b"").translate(_ASCII_LOWER)
+        in_payload = any(f.encode("utf-8", "surrogatepass") in payload for f in _text_forms(q.text))
+        if not in_payload and q.text.lower() not in (row["detail"] or "").lower():
             return False
     return True
 
 
+# --- the search --------------------------------------------------------------------------------------------------
+
+
 def search(engine: Engine, q: Query) -> tuple[list[dict[str, Any]], int | None]:
-    """(matching records as JSON objects, newest first; the cursor of the next page, or None at the end)."""
+    """(matching records as :func:`portcullis.audit.codec.record_json` objects without ``sealed_b64``, newest first;
+    the cursor of the next page, or ``None`` when there is none)."""
     limit = max(1, min(q.limit, MAX_LIMIT))
     where = _where(engine, q)
-    needs_python = q.principal is not None or q.group is not None or q.tool is not None
-    out: list[dict[str, Any]] = []
+    exact = _needs_exact(q)
+    found: list[dict[str, Any]] = []
     cursor = q.cursor
-    cols = [c for c in records.c if c.name != "sealed"]
     with engine.connect() as conn:
-        while len(out) < limit:
-            page = PAGE if needs_python else limit - len(out) + 1
-            conds = [c for c in where if cursor is None or not _is_cursor(c)]
+        while True:
+            page = limit - len(found) + 1  # one more than needed: whether another page exists
+            if exact:
+                page = max(page, MIN_PAGE)
+            conds = list(where)
             if cursor is not None:
                 conds.append(records.c.seq < cursor)
-            stmt = select(*cols).where(and_(true(), *conds)).order_by(records.c.seq.desc()).limit(page)
+            stmt = select(*_SHOWN).where(*conds).order_by(records.c.seq.desc()).limit(page)
             rows = [dict(r) for r in conn.execute(stmt).mappings()]
             for row in rows:
-                if needs_python and not _exact(row, q):
+                if exact and not _exact(row, q):
                     continue
-                if len(out) == limit:
-                    return out, int(out[-1]["seq"])
-                out.append(_shown(row))
+                if len(found) == limit:
+                    return _shown(conn, found, q), int(found[-1]["seq"])
+                found.append(row)
             if len(rows) < page:
-                return out, None
+                return _shown(conn, found, q), None
             cursor = int(rows[-1]["seq"])
-    return out, int(out[-1]["seq"]) if out else None
 
 
-def _is_cursor(cond: ColumnElement[bool]) -> bool:
-    return getattr(cond, "left", None) is records.c.seq
+def _shown(conn: Connection, rows: list[dict[str, Any]], q: Query) -> list[dict[str, Any]]:
+    out = []
+    for row in rows:
+        doc = _doc(row)
+        if q.responses and row["direction"] == "c2s" and row["kind"] == "request":
+            resp = _response(conn, row)
+            doc["response"] = None if resp is None else _doc(resp)
+        out.append(doc)
+    return out
 
 
-def _shown(row: dict[str, Any]) -> dict[str, Any]:
+def _doc(row: dict[str, Any]) -> dict[str, Any]:
     doc = record_json({**row, "sealed": None})
-    doc.pop("sealed_b64", None)
+    del doc["sealed_b64"]
     return doc
+
+
+def _response(conn: Connection, req: dict[str, Any]) -> dict[str, Any] | None:
+    """The response the gateway recorded for a client request: the same flow (ids count per process, so also the
+    chain, server and message id, and the first one after the request)."""
+    conds = [
+        records.c.seq > req["seq"],
+        records.c.flow_id == req["flow_id"],
+        records.c.server == req["server"],
+        records.c.direction == "s2c",
+        records.c.kind.in_(("result", "error")),
+    ]
+    # the (session_id, seq) index for session-era records, (chain, seq) for the others
+    if req["session_id"] is not None:
+        conds.append(records.c.session_id == req["session_id"])
+    conds.append(records.c.chain == req["chain"] if req["chain"] is not None else records.c.chain.is_(None))
+    conds.append(records.c.msg_id == req["msg_id"] if req["msg_id"] is not None else records.c.msg_id.is_(None))
+    row = conn.execute(select(*_SHOWN).where(*conds).order_by(records.c.seq).limit(1)).mappings().first()
+    return None if row is None else dict(row)

@@ -1,4 +1,4 @@
-"""The admin REST API for approvals: list, show, approve, deny.
+"""The admin REST API: approvals (list, show, approve, deny, review) and the audit trail (search, exports).
 
 Authenticated exactly like the MCP endpoints (bearer token from a trusted issuer, or an API key); the token's
 audience may be the gateway's base URL. What a caller may see and do:
@@ -14,11 +14,25 @@ Answers: 200 with the request, 400 bad body, 401 unauthenticated, 403 not allowe
 404 unknown, 409 already decided or expired.
 
 Every decision is recorded with the session of the held call (kind ``approval_approved`` / ``approval_denied``).
+
+The audit trail, for members of ``admin.auditor_groups`` only (everyone else 403; nobody when the list is empty):
+
+- ``GET /admin/audit/records?principal=&group=&server=&tool=&method=&decision=&kind=&session=&since=&until=&text=``
+  ``&limit=&cursor=&responses=`` — :mod:`portcullis.audit.search` (``{"records": [...], "next_cursor": N | null}``);
+- ``GET /admin/audit/exports`` — the audit exports' counters (``{"exports": [...]}``).
+
+Every admin API request — also one that fails authentication — is itself a record of kind ``admin_access`` on this
+gateway's chain: method, route (with the approval id), the query's known parameter names (never their values, nor
+unknown names), the answer's status, why it was refused, and the caller (in ``principal`` too, so the access is found
+by principal and group). No header and no token is ever recorded. The record is committed before the answer is sent
+(durability ``commit``): trail data is not served unrecorded.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -28,15 +42,20 @@ from aiohttp import web
 from portcullis.approvals.book import ApprovalError, Voter
 from portcullis.approvals.model import STATES
 from portcullis.audit.search import Query, parse_when, search
+from portcullis.errors import StoreError
+from portcullis.flow import Record
 from portcullis.identity.edge import Caller
 from portcullis.identity.tokens import AuthError
+from portcullis.pipeline.record import event_record
 from portcullis.server.gateway import Gateway
 
 MAX_REASON = 2000
 QUERY_KEYS = frozenset(
     {"principal", "group", "server", "tool", "method", "decision", "kind", "session", "since", "until", "text"}
-    | {"limit", "cursor"}
+    | {"limit", "cursor", "responses"}
 )
+APPROVAL_ID = re.compile(r"^apr_[A-Za-z0-9_-]{16}$")  # approvals.model.new_id
+log = logging.getLogger("portcullis.admin")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -55,38 +74,51 @@ class AdminApi:
         app.router.add_get("/admin/audit/exports", audited(self.exports))
 
     def _audited(self, handler: Handler) -> Handler:
-        """Every admin API request goes into the trail (``admin_access``): who, which route, the query's keys (never
-        its values, nor any header), the answer's status — also when authentication fails."""
+        """Every admin API request goes into the trail before its answer is sent (``admin_access``)."""
 
         async def run(request: web.Request) -> web.StreamResponse:
-            status = 500
             try:
                 resp = await handler(request)
-                status = resp.status
-                return resp
             except web.HTTPException as exc:
-                status = exc.status
+                await self._record_access(request, exc.status)
                 raise
-            finally:
-                caller: Caller | None = request.get("admin_caller")
-                who = caller.record_text if caller is not None else "unauthenticated"
-                keys = ",".join(sorted(request.query.keys()))
-                route = request.match_info.route.resource.canonical if request.match_info.route.resource else "?"
-                self.gw.record_event(
-                    "-",
-                    None,
-                    "admin_access",
-                    f"{request.method} {route}{'?' + keys if keys else ''} -> {status} by {who}",
-                )
+            except BaseException:
+                self._record_access_later(request, 500)
+                raise
+            if not await self._record_access(request, resp.status) and request.method == "GET":
+                raise _error(503, "the audit trail cannot be written: try again")  # nothing read goes out unrecorded
+            return resp
 
         return run
 
+    def _access_record(self, request: web.Request, status: int) -> Record:
+        caller: Caller | None = request.get("admin_caller")
+        detail = f"{request.method} {_recorded_target(request)} -> {status}"
+        detail += f" by {caller.record_text}" if caller is not None else " by unauthenticated"
+        refused = request.get("admin_refused")
+        if refused is not None:
+            detail += f": {refused[:200]}"
+        return event_record("-", None, "admin_access", detail, principal=None if caller is None else caller.record_text)
+
+    async def _record_access(self, request: web.Request, status: int) -> bool:
+        try:
+            await self.gw.commit([self._access_record(request, status)])
+        except StoreError:
+            log.warning("admin API access not recorded: the store is unavailable")
+            return False
+        return True
+
+    def _record_access_later(self, request: web.Request, status: int) -> None:
+        self.gw.submit([self._access_record(request, status)])
+
     async def _caller(self, request: web.Request) -> Caller:
         if not self.gw.auth.enabled:
+            request["admin_refused"] = "auth.mode none"
             raise _error(403, "the admin API needs authenticated callers: the gateway runs with auth.mode none")
         try:
             caller = await self.gw.auth.authenticate(request.headers, [self.gw.public_base])
         except AuthError as exc:
+            request["admin_refused"] = f"{exc.error}: {exc.description}"  # what the caller is told; never the token
             raise _error(exc.status, exc.description, {"WWW-Authenticate": f'Bearer error="{exc.error}"'}) from None
         request["admin_caller"] = caller
         return caller
@@ -94,6 +126,7 @@ class AdminApi:
     async def _auditor(self, request: web.Request) -> Caller:
         caller = await self._caller(request)
         if not set(self.gw.config.admin.auditor_groups) & caller.principal.groups:
+            request["admin_refused"] = "not in admin.auditor_groups"
             raise _error(403, "only members of admin.auditor_groups may read the audit trail")
         return caller
 
@@ -102,9 +135,16 @@ class AdminApi:
         RFC 3339 or as a duration back from now)."""
         await self._auditor(request)
         q = request.query
+        unknown = set(q.keys()) - QUERY_KEYS
+        if unknown:
+            raise _error(400, f"unknown query parameters: {sorted(unknown)}")
+        twice = sorted(k for k in set(q.keys()) if len(q.getall(k)) > 1)
+        if twice:
+            raise _error(400, f"query parameters given more than once: {twice}")
         try:
             limit = int(q.get("limit", "100"))
             cursor = int(q["cursor"]) if "cursor" in q else None
+            responses = _flag(q.get("responses"))
             query = Query(
                 principal=q.get("principal"),
                 group=q.get("group"),
@@ -119,12 +159,10 @@ class AdminApi:
                 text=q.get("text"),
                 limit=limit,
                 cursor=cursor,
+                responses=responses,
             )
         except ValueError as exc:
             raise _error(400, f"bad query: {exc}") from None
-        unknown = set(q.keys()) - QUERY_KEYS
-        if unknown:
-            raise _error(400, f"unknown query parameters: {sorted(unknown)}")
         rows, nxt = await asyncio.to_thread(search, self.gw.engine, query)
         return _json({"records": rows, "next_cursor": nxt})
 
@@ -184,6 +222,30 @@ class AdminApi:
         return _json(_shown(row))
 
 
+def _recorded_target(request: web.Request) -> str:
+    """The route and the query's parameter names as an ``admin_access`` record names them. Only what the gateway
+    knows the shape of is copied from the request — an approval id, the known parameter names — so that nothing a
+    caller puts into the URL (a token pasted into the path or the query) reaches the trail."""
+    resource = request.match_info.route.resource
+    path = resource.canonical if resource is not None else "?"
+    approval_id = request.match_info.get("id")
+    if approval_id is not None and APPROVAL_ID.match(approval_id):
+        path = path.replace("{id}", approval_id)
+    names = set(request.query.keys())
+    keys = sorted(names & QUERY_KEYS)
+    if names - QUERY_KEYS:
+        keys.append(f"+{len(names - QUERY_KEYS)} unknown")
+    return path + ("?" + ",".join(keys) if keys else "")
+
+
+def _flag(value: str | None) -> bool:
+    if value is None or value.lower() in ("0", "false", "no", ""):
+        return False
+    if value.lower() in ("1", "true", "yes"):
+        return True
+    raise ValueError("responses must be true or false")
+
+
 def _may_see(caller: Caller, row: dict[str, Any]) -> bool:
     return bool(set(row["approvers"]) & caller.principal.groups) or row["requester_key"] == caller.key
 
@@ -218,7 +280,11 @@ def _json(body: Any, status: int = 200) -> web.Response:
 
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> web.HTTPException:
-    cls = {400: web.HTTPBadRequest, 401: web.HTTPUnauthorized, 403: web.HTTPForbidden, 404: web.HTTPNotFound}.get(
-        status, web.HTTPConflict
-    )
+    cls = {
+        400: web.HTTPBadRequest,
+        401: web.HTTPUnauthorized,
+        403: web.HTTPForbidden,
+        404: web.HTTPNotFound,
+        503: web.HTTPServiceUnavailable,
+    }.get(status, web.HTTPConflict)
     return cls(body=orjson.dumps({"error": message}), content_type="application/json", headers=headers)
