@@ -229,7 +229,11 @@ def sessions_list(config_path: str | None, store: str | None, limit: int, server
     """List recorded sessions, newest first."""
     from portcullis.store.queries import list_sessions
 
-    rows = list_sessions(_engine(config_path, store), limit, server)
+    engine = _engine(config_path, store)
+    try:
+        rows = list_sessions(engine, limit, server)
+    finally:
+        engine.dispose()
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
@@ -259,8 +263,11 @@ def sessions_show(session_id: str, config_path: str | None, store: str | None, a
     from portcullis.store.queries import get_session, session_records
 
     engine = _engine(config_path, store)
-    s = get_session(engine, session_id)
-    recs = session_records(engine, session_id)
+    try:
+        s = get_session(engine, session_id)
+        recs = session_records(engine, session_id)
+    finally:
+        engine.dispose()
     if s is None and not recs:
         click.echo(f"error: no session {session_id!r}", err=True)
         sys.exit(1)
@@ -305,24 +312,32 @@ def sessions_show(session_id: str, config_path: str | None, store: str | None, a
             click.echo(f"{'':>36}masked: {masked}" + ("  (original sealed)" if r["sealed"] else ""))
 
 
+def _export(config_path: str | None, store: str | None, session_id: str) -> dict[str, Any]:
+    from portcullis.audit.document import export_session
+
+    engine = _engine(config_path, store)
+    try:
+        return export_session(engine, session_id)
+    finally:
+        engine.dispose()
+
+
 @sessions_group.command("export")
 @click.argument("session_id")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False))
 @click.option("--store", help="store URL (instead of --config)")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="file to write (default: stdout)")
 def sessions_export(session_id: str, config_path: str | None, store: str | None, output: str | None) -> None:
-    """Write a session as a self-contained, versioned JSON document (sessions replay reads it)."""
-    from portcullis.audit.document import export_session
-
+    """Write a session as a self-contained, versioned JSON document (sessions replay --file reads it)."""
     try:
-        doc = export_session(_engine(config_path, store), session_id)
+        doc = _export(config_path, store, session_id)
     except LookupError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)
-    text = json.dumps(doc, indent=2)
+    text = json.dumps(doc, indent=2, ensure_ascii=False)
     if output:
-        Path(output).write_text(text + "\n")
-        click.echo(f"wrote {output}: {len(doc['records'])} records", err=True)
+        Path(output).write_text(text + "\n", encoding="utf-8")
+        click.echo(f"wrote {output}: session {session_id}, {len(doc['records'])} records", err=True)
     else:
         click.echo(text)
 
@@ -331,11 +346,12 @@ def sessions_export(session_id: str, config_path: str | None, store: str | None,
 @click.argument("session_id", required=False)
 @click.option("--config", "config_path", type=click.Path(dir_okay=False))
 @click.option("--store", help="store URL (instead of --config)")
-@click.option("--file", "doc_file", type=click.Path(exists=True, dir_okay=False), help="an exported document")
-@click.option("--against", help="re-run the session's requests against this MCP endpoint and show differences")
-@click.option("--force", is_flag=True, help="also replay requests that are not read-only")
-@click.option("--header", "headers", multiple=True, help="'Name: value' sent with every replayed request")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--file", "doc_file", type=click.Path(dir_okay=False), help="a document from sessions export")
+@click.option("--against", metavar="URL", help="re-run the session's requests against this MCP endpoint")
+@click.option("--force", is_flag=True, help="with --against: also replay requests that are not read-only")
+@click.option("--header", "headers", multiple=True, metavar="'NAME: VALUE'", help="with --against: sent every time")
+@click.option("--timeout", default=30.0, show_default=True, help="with --against: seconds per request")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 def sessions_replay(
     session_id: str | None,
     config_path: str | None,
@@ -344,56 +360,58 @@ def sessions_replay(
     against: str | None,
     force: bool,
     headers: tuple[str, ...],
+    timeout: float,
     as_json: bool,
 ) -> None:
-    """A session as a timeline; with --against, what a server answers differently today.
+    """A session as a timeline; with --against URL, what a server answers differently today.
 
-    Exit status: 0 no differences (or just the timeline), 1 differences (or records that fail their integrity
-    check), 2 an unreadable document, an unknown version or a server that cannot be reached."""
+    Reads the session from the store (SESSION_ID with --config or --store) or from an exported document (--file).
+    Exit status: 0 no differences (or the timeline of an intact document), 1 differences (or records that fail
+    their integrity check), 2 an unreadable document, an unknown version, a server that cannot be reached, or
+    requests that could not be compared."""
     import asyncio
 
-    from portcullis.audit.document import DocumentError, export_session, load_document
-    from portcullis.audit.replay import replay_against, timeline
+    from portcullis.audit.document import DocumentError, load_document
+    from portcullis.audit.replay import ReplayError, render, replay_against, timeline_json
 
-    try:
-        if doc_file:
-            data = json.loads(Path(doc_file).read_text())
-        elif session_id:
-            data = export_session(_engine(config_path, store), session_id)
-        else:
-            click.echo("error: give a SESSION_ID (with --config/--store) or --file DOC.json", err=True)
+    if (doc_file is None) == (session_id is None):
+        click.echo("error: give a SESSION_ID (with --config/--store) or --file DOC.json, not both", err=True)
+        sys.exit(2)
+    extra: dict[str, str] = {}
+    for h in headers:
+        name, sep, value = h.partition(":")
+        if not sep or not name.strip():
+            click.echo(f"error: --header wants 'Name: value', got {h!r}", err=True)
             sys.exit(2)
+        extra[name.strip()] = value.strip()
+    try:
+        if doc_file is not None:
+            data = json.loads(Path(doc_file).read_bytes())
+        else:
+            assert session_id is not None
+            data = _export(config_path, store, session_id)
         doc = load_document(data)
     except (DocumentError, LookupError, ValueError, OSError) as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
     if against is None:
         if as_json:
-            click.echo(json.dumps({"timeline": timeline(doc), "problems": doc.problems}, indent=2))
+            click.echo(json.dumps(timeline_json(doc), indent=2, ensure_ascii=False))
         else:
-            click.echo("\n".join(timeline(doc)))
+            click.echo("\n".join(render(doc)))
         sys.exit(1 if doc.problems else 0)
-    extra = {}
-    for h in headers:
-        name, sep, value = h.partition(":")
-        if not sep:
-            click.echo(f"error: --header wants 'Name: value', got {h!r}", err=True)
-            sys.exit(2)
-        extra[name.strip()] = value.strip()
+    for problem in doc.problems:
+        click.echo(f"warning: integrity: {problem}", err=True)
     try:
-        report = asyncio.run(replay_against(doc, against, force, extra))
-    except OSError as exc:
-        click.echo(f"error: cannot reach {against}: {type(exc).__name__}", err=True)
+        report = asyncio.run(replay_against(doc, against, force, extra, timeout))
+    except ReplayError as exc:
+        click.echo(f"error: {exc}", err=True)
         sys.exit(2)
     if as_json:
-        click.echo(json.dumps(report.to_json(), indent=2))
+        click.echo(json.dumps(report.to_json(), indent=2, ensure_ascii=False))
     else:
-        for o in report.outcomes:
-            click.echo(f"#{o.seq:<6} {o.method:<20} {o.target or '':<20} {o.verdict.upper():<8} {o.why}")
-            for d in o.diffs:
-                click.echo(f"{'':8}{d}")
-        click.echo("DIFFERENCES" if report.differs else "no differences")
-    sys.exit(1 if report.differs or doc.problems else 0)
+        click.echo("\n".join(report.lines()))
+    sys.exit(report.exit_code or (1 if doc.problems else 0))
 
 
 def _is_json(b: bytes) -> bool:
