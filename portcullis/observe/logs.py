@@ -1,5 +1,6 @@
-"""Logs: text for people, or one JSON object per line (``portcullis serve --log-format json``) with the request's
-server, session id and trace id when the line comes from handling a request.
+"""Logs: text for people, or one JSON object per line (``portcullis serve --log-format json``: ``ts``, ``level``,
+``logger``, ``message``) with the request's ``request_id`` (minted by the gateway per HTTP request), ``server``,
+``session_id`` and ``trace_id``/``span_id`` when the line comes from handling a request.
 
 What may be logged is settled elsewhere (docs/security.md, "never leak"): no token, secret, argument or result is
 ever a log argument; this module only shapes lines.
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import os
 import sys
 from typing import Any
 
@@ -17,8 +19,14 @@ JSON_LINES = [False]  # set by setup(): only JSON lines show the request's conte
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
+def request_id() -> str:
+    """An id for one HTTP request's log lines (the gateway's own: never the client's JSON-RPC id)."""
+    return os.urandom(8).hex()
+
+
 class RequestContext(logging.Filter):
-    """Adds ``server``, ``session_id`` and ``trace_id`` of the request being handled (absent outside one)."""
+    """Adds ``request_id``, ``server``, ``session_id`` and ``trace_id`` of the request being handled (absent outside
+    one)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         ctx = LOG_CONTEXT.get()

@@ -23,7 +23,8 @@ from portcullis.errors import ProtocolError, StageError, StoreError, UpstreamErr
 from portcullis.flow import Direction, Flow, Outcome
 from portcullis.identity.edge import Caller, www_authenticate
 from portcullis.identity.tokens import AuthError
-from portcullis.observe.logs import JSON_LINES, LOG_CONTEXT
+from portcullis.observe.logs import JSON_LINES, LOG_CONTEXT, request_id
+from portcullis.observe.tracing import target
 from portcullis.pipeline.record import event_record, message_record
 from portcullis.server.gateway import Gateway
 from portcullis.server.limits import Limited
@@ -91,7 +92,9 @@ class McpEndpoint:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         server = request.match_info["server"]
         if JSON_LINES[0]:
-            LOG_CONTEXT.set({"server": server, "session_id": request.headers.get("Mcp-Session-Id")})
+            LOG_CONTEXT.set(
+                {"request_id": request_id(), "server": server, "session_id": request.headers.get("Mcp-Session-Id")}
+            )
         tracer = self.gw.tracing
         if not tracer.enabled:
             return await self._handle(request, server)
@@ -101,7 +104,18 @@ class McpEndpoint:
             status = resp.status
             return resp
         finally:
-            tracer.end_server(request.get("span"), status)
+            flow: Flow | None = request.get("flow")  # what the flow came to (set by _relay while tracing is on)
+            tracer.end_server(
+                request.get("span"),
+                status,
+                None
+                if flow is None
+                else {
+                    "mcp.session.id": flow.session_id,
+                    "portcullis.decision": flow.decision,
+                    "portcullis.outcome": flow.outcome.value if flow.outcome is not None else None,
+                },
+            )
 
     async def _handle(self, request: web.Request, server: str) -> web.StreamResponse:
         if not self.gw.known(server):
@@ -218,7 +232,6 @@ class McpEndpoint:
         headers = request.headers
         if self.gw.tracing.enabled and not isinstance(parsed, list):
             params = parsed.params
-            name = params.get("name") if isinstance(params.get("name"), str) else params.get("uri")
             request["span"] = self.gw.tracing.start_server(
                 f"mcp {parsed.method or parsed.kind.value}",
                 headers,
@@ -226,7 +239,7 @@ class McpEndpoint:
                 {
                     "mcp.server": server,
                     "mcp.method": parsed.method,
-                    "mcp.name": name if isinstance(name, str) else None,
+                    "mcp.name": target(params),
                     "mcp.session.id": headers.get("Mcp-Session-Id"),
                 },
             )
@@ -555,6 +568,12 @@ class McpEndpoint:
             server, era, Direction.C2S, msg, session_id=session.id if session else None, protocol_version=version
         )
         flow.bind(request["caller"])
+        if gw.tracing.enabled:
+            request["flow"] = flow
+        if new and session is not None and JSON_LINES[0]:
+            ctx = LOG_CONTEXT.get()
+            if ctx is not None:
+                ctx["session_id"] = session.id  # minted just now: the rest of initialize logs it
         if era is Era.STATELESS and msg.method in ("tasks/get", "tasks/cancel"):
             task_id = msg.params.get("taskId")
             if isinstance(task_id, str) and task_id.startswith(TASK_PREFIX):

@@ -188,7 +188,8 @@ class SharedUpstream:
         if self.http is None:
             assert self.channel is not None
             return await self.channel.send(msg)
-        reply = await self.http.send("POST", msg.raw, _session_headers(self.version), self.upstream_session)
+        h = _session_headers(self.version)
+        reply = await self.http.send("POST", msg.raw, h, self.upstream_session, built=msg.body)
         if quiet:
             await reply.aclose()
         return reply
@@ -250,7 +251,7 @@ async def stateless_send(up: HttpUpstream, msg: Message, init_params: dict[str, 
 
         return MappedReply(reply, msg.id, msg.id, None, "initialize", False, None, to_init)
     body = translate.with_meta(msg.body, meta)
-    return await up.send("POST", orjson.dumps(body), translate.stateless_headers(body), None)
+    return await up.send("POST", orjson.dumps(body), translate.stateless_headers(body), None, built=body)
 
 
 class EraProbe:

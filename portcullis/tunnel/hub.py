@@ -35,6 +35,7 @@ from sqlalchemy import Engine, insert, update
 
 from portcullis import errors
 from portcullis.config.model import ServerConfig
+from portcullis.observe import tracing
 from portcullis.store import agent_tokens
 from portcullis.store.schema import agent_connections
 from portcullis.tunnel.mux import MAX_FRAME, OPEN, Mux, Stream, TunnelError
@@ -345,6 +346,7 @@ class AgentUpstream:
         headers: Mapping[str, str],
         upstream_session: str | None,
         subject_token: str | None = None,
+        built: Mapping[str, Any] | None = None,
     ) -> HttpReply:
         h = await upstream_headers(self.credentials, headers, upstream_session, subject_token)
         conn = self.hub.pick(self.name, upstream_session)
@@ -353,6 +355,9 @@ class AgentUpstream:
                 errors.UPSTREAM_UNAVAILABLE,
                 f"upstream {self.name!r} is reached through an agent, and none is connected",
             )
+        span = tracing.current().client(self.name, method, h)  # None unless tracing is on
+        if span is not None and built is not None:
+            body = tracing.with_trace_meta(built, h) or body
         try:
             stream = conn.mux.open()
             head = {"server": self.name, "method": method, "headers": {str(k): v for k, v in h.items()}}
@@ -373,6 +378,9 @@ class AgentUpstream:
             raise errors.UpstreamError(
                 errors.UPSTREAM_UNAVAILABLE, f"upstream {self.name!r}: the agent tunnel failed ({exc})"
             ) from exc
+        finally:
+            if span is not None:
+                span.end()
         reply = HttpReply(TunnelResponse(stream, head), self._max_event, self._max_json)
         if reply.session_id is not None:
             self.hub.pin(self.name, reply.session_id, conn)

@@ -218,12 +218,17 @@ class HttpUpstream:
         headers: Mapping[str, str],
         upstream_session: str | None,
         subject_token: str | None = None,
+        built: Mapping[str, Any] | None = None,
     ) -> HttpReply:
         """``subject_token``: the caller's validated access token, for an upstream whose credential is an RFC 8693
-        token exchange (it goes to the authorization server, never to the upstream)."""
+        token exchange (it goes to the authorization server, never to the upstream). ``built``: the object ``body``
+        encodes, when the gateway built the request (era translation), so that its ``_meta`` trace context can be
+        the upstream call's (only where the client's ``_meta`` carried one)."""
         self.breaker.check(self.name)  # raises while the circuit is open
         h = await upstream_headers(self.credentials, headers, upstream_session, subject_token)
         span = tracing.current().client(self.name, method, h)  # None unless tracing is on
+        if span is not None and built is not None:
+            body = tracing.with_trace_meta(built, h) or body
         resp: aiohttp.ClientResponse | h1.Response
         try:
             if self._h1 is not None:  # follows no redirect, keeps no cookies

@@ -68,27 +68,24 @@ def faulty() -> Iterator[ManagedProcess]:
         yield proc
 
 
+def start_gateway(faulty: ManagedProcess, tmp_path: Path, traces: Traces) -> RunningGateway:
+    config, store = write_config(tmp_path, {"up": {"url": faulty.ready_value}}, tracing={"endpoint": traces.url})
+    argv = [sys.executable, "-m", "portcullis", "serve", "--config", str(config)]
+    proc = start_process([*argv, "--log-format", "json", "--log-level", "debug"], ready_timeout=30)
+    return RunningGateway(proc, proc.ready_value, config, store)
+
+
+async def upstream_view(http: aiohttp.ClientSession, faulty: ManagedProcess, what: str) -> list[Any]:
+    async with http.get(faulty.ready_value.removesuffix("/mcp") + "/" + what) as r:
+        seen: list[Any] = await r.json()
+        return seen
+
+
 async def test_a_callers_trace_continues_through_the_gateway_to_the_upstream(
     faulty: ManagedProcess, tmp_path: Path
 ) -> None:
     traces = Traces()
-    config, store = write_config(tmp_path, {"up": {"url": faulty.ready_value}}, tracing={"endpoint": traces.url})
-    proc = start_process(
-        [
-            sys.executable,
-            "-m",
-            "portcullis",
-            "serve",
-            "--config",
-            str(config),
-            "--log-format",
-            "json",
-            "--log-level",
-            "debug",
-        ],
-        ready_timeout=30,
-    )
-    gw = RunningGateway(proc, proc.ready_value, config, store)
+    gw = start_gateway(faulty, tmp_path, traces)
     try:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
             h = {"Content-Type": "application/json", "Accept": ACCEPT, "traceparent": f"00-{TRACE}-00f067aa0ba902b7-01"}
@@ -114,12 +111,14 @@ async def test_a_callers_trace_continues_through_the_gateway_to_the_upstream(
             }
             async with http.post(gw.url("up"), json=call, headers=h) as r:
                 assert "result" in json.loads(final_message(await r.read(), r.headers.get("Content-Type", "")))
-            async with http.get(faulty.ready_value.removesuffix("/mcp") + "/traceparents") as r:
-                upstream_saw = await r.json()
+            upstream_saw = await upstream_view(http, faulty, "traceparents")
+            upstream_meta = await upstream_view(http, faulty, "meta_traceparents")
     finally:
         gw.proc.stop(timeout=15)  # a clean shutdown flushes the spans
     assert any(tp and tp.split("-")[1] == TRACE for tp in upstream_saw), upstream_saw
     assert any(tp and tp.split("-")[1] == meta_trace for tp in upstream_saw), upstream_saw
+    # the client's bytes went upstream untouched: its own _meta context, beside the gateway's in the header
+    assert upstream_meta[-1] == call["params"]["_meta"]["traceparent"], upstream_meta  # type: ignore[index]
     await eventually(lambda: len(traces.spans) >= 4, 10, "the spans to be exported")
     server = [s for s in traces.spans if s["kind"] == 2]  # SPAN_KIND_SERVER
     client = [s for s in traces.spans if s["kind"] == 3]  # SPAN_KIND_CLIENT
@@ -127,8 +126,62 @@ async def test_a_callers_trace_continues_through_the_gateway_to_the_upstream(
     assert init["trace"] == TRACE and init["parent"] == "00f067aa0ba902b7" and init["attrs"]["mcp.server"] == "up"
     tool = next(s for s in server if s["name"] == "mcp tools/call")
     assert tool["trace"] == meta_trace and tool["attrs"]["mcp.name"] == "ok" and tool["attrs"]["mcp.session.id"] == sid
+    assert tool["attrs"]["portcullis.outcome"] == "ok" and tool["attrs"]["http.response.status_code"] == 200
+    assert init["attrs"]["mcp.session.id"] == sid  # minted while the initialize was handled
     assert any(c["trace"] == meta_trace and c["parent"] == tool["id"] for c in client)
     everything = json.dumps(traces.spans)
     assert "arguments" not in everything and "Bearer" not in everything
     lines = [json.loads(ln) for ln in gw.proc.output().splitlines() if ln.startswith("{")]
-    assert any(ln.get("session_id") == sid and ln.get("trace_id") == meta_trace for ln in lines), lines[-5:]
+    mine = [ln for ln in lines if ln.get("session_id") == sid and ln.get("trace_id") == meta_trace]
+    assert mine, lines[-5:]
+    assert all({"ts", "level", "logger", "message", "request_id", "server"} <= set(ln) for ln in mine), mine
+    assert mine[0]["server"] == "up"
+
+
+async def test_a_request_the_gateway_rebuilds_carries_its_context_in_meta_too(
+    faulty: ManagedProcess, tmp_path: Path
+) -> None:
+    """A 2026-07-28 client of this session-era upstream goes through a session the gateway holds: the request is
+    rebuilt anyway (gateway ids), so the context the client put in `_meta` becomes the gateway's CLIENT span's."""
+    traces = Traces()
+    gw = start_gateway(faulty, tmp_path, traces)
+    meta_trace = "5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e"
+    call = {
+        "jsonrpc": "2.0",
+        "id": 9,
+        "method": "tools/call",
+        "params": {
+            "name": "ok",
+            "arguments": {},
+            "_meta": {
+                "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                "io.modelcontextprotocol/clientCapabilities": {},
+                "traceparent": f"00-{meta_trace}-b7ad6b7169203331-01",
+            },
+        },
+    }
+    h = {
+        "Content-Type": "application/json",
+        "Accept": ACCEPT,
+        "MCP-Protocol-Version": "2026-07-28",
+        "Mcp-Method": "tools/call",
+        "Mcp-Name": "ok",
+    }
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
+            async with http.post(gw.url("up"), json=call, headers=h) as r:
+                answer = json.loads(final_message(await r.read(), r.headers.get("Content-Type", "")))
+                assert answer["id"] == 9 and "result" in answer, answer
+            headers_saw = await upstream_view(http, faulty, "traceparents")
+            meta_saw = await upstream_view(http, faulty, "meta_traceparents")
+    finally:
+        gw.proc.stop(timeout=15)
+    assert meta_saw[-1] == headers_saw[-1] and meta_saw[-1].split("-")[1] == meta_trace, (meta_saw, headers_saw)
+    assert meta_saw[-1] != call["params"]["_meta"]["traceparent"]  # type: ignore[index]
+    assert all(m is None for m in meta_saw[:-1]), meta_saw  # the gateway's own initialize: no _meta context added
+    # the CLIENT span of that request (the era probe and the shared session's set-up have CLIENT spans of their own)
+    span_id = meta_saw[-1].split("-")[2]
+    await eventually(lambda: any(s["id"] == span_id for s in traces.spans), 10, "the CLIENT span")
+    (client,) = [s for s in traces.spans if s["id"] == span_id]
+    (server,) = [s for s in traces.spans if s["kind"] == 2 and s["trace"] == meta_trace]
+    assert client["kind"] == 3 and client["trace"] == meta_trace and client["parent"] == server["id"]
