@@ -10,8 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import signal
 
 import orjson
 
@@ -21,7 +19,7 @@ from portcullis.tasks import spawn
 from portcullis.tunnel.hub import AgentHub
 from portcullis.tunnel.mux import OPEN, Stream, TunnelError
 from portcullis.upstream.routed import STOPPED, RestartGate, RoutedSession
-from portcullis.upstream.stdio import TERM_GRACE, child_env
+from portcullis.upstream.stdio import child_env, end_group
 from portcullis.wire.jsonrpc import parse_one
 
 log = logging.getLogger("portcullis.tunnel")
@@ -144,12 +142,4 @@ async def serve_stdio(stream: Stream, name: str, local: AgentServerConfig, max_l
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        if proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                await asyncio.wait_for(proc.wait(), TERM_GRACE)
-            except TimeoutError:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                await proc.wait()
+        await end_group(proc)

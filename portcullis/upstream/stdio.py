@@ -21,7 +21,7 @@ from portcullis.tasks import spawn
 from portcullis.upstream.routed import STOPPED, Done, RestartGate, RoutedReply, RoutedSession
 from portcullis.wire.jsonrpc import parse_one
 
-__all__ = ["Done", "RestartGate", "RoutedReply", "StdioSession", "child_env"]
+__all__ = ["Done", "RestartGate", "RoutedReply", "StdioSession", "child_env", "end_group"]
 
 log = logging.getLogger("portcullis.upstream.stdio")
 
@@ -126,17 +126,23 @@ class StdioSession(RoutedSession):
 
     async def close(self) -> None:
         self._die(STOPPED)
-        proc = self._proc
-        if proc is not None and proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                await asyncio.wait_for(proc.wait(), TERM_GRACE)
-            except TimeoutError:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                await proc.wait()
-        elif proc is not None:
+        if self._proc is not None:
+            await end_group(self._proc)
+        await self._stop_tasks()
+
+
+async def end_group(proc: asyncio.subprocess.Process) -> None:
+    """End a child and its whole process group: TERM, then KILL after ``TERM_GRACE`` seconds (and a KILL for what
+    the group left behind when the child itself is already gone)."""
+    if proc.returncode is None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            await asyncio.wait_for(proc.wait(), TERM_GRACE)
+        except TimeoutError:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(proc.pid, signal.SIGKILL)
-        await self._stop_tasks()
+            await proc.wait()
+    else:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
