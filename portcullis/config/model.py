@@ -249,6 +249,11 @@ class LimitsConfig(_Strict):
     max_sessions: int = Field(default=10_000, gt=0)
     stream_buffer_events: int = Field(default=256, gt=0)
     session_idle_timeout: float = Field(default=3600.0, gt=0)
+    sessions_per_principal: int | None = Field(
+        default=None,
+        gt=0,
+        description="open sessions one caller may have on a replica (none: only max_sessions); beyond it, 429",
+    )
     rate: RateConfig | None = Field(
         default=None, description="rate limits and concurrency caps (none: unlimited); see docs/configuration.md"
     )

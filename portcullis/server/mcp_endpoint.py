@@ -363,6 +363,9 @@ class McpEndpoint:
     async def _initialize(self, request: web.Request, server: str, msg: Message) -> web.StreamResponse:
         if len(self.gw.sessions) >= self.gw.sessions.max_sessions:
             raise ProtocolError(503, errors.UPSTREAM_UNAVAILABLE, "Service Unavailable: too many sessions")
+        cap = self.gw.config.limits.sessions_per_principal
+        if cap is not None and self.gw.sessions.owned_by(request["caller"].key) >= cap:
+            raise Limited(f"sessions per principal ({cap} open)", 60.0)
         version = msg.params.get("protocolVersion")
         session = GatewaySession(
             owner=request["caller"].key,

@@ -104,6 +104,7 @@ def mint_session_id() -> str:
 class SessionTable:
     def __init__(self, max_sessions: int) -> None:
         self._by_id: dict[str, GatewaySession] = {}
+        self._per_owner: dict[str, int] = {}  # caller key -> open sessions (limits.sessions_per_principal)
         self.max_sessions = max_sessions
 
     def get(self, sid: str) -> GatewaySession | None:
@@ -113,10 +114,23 @@ class SessionTable:
         return s
 
     def add(self, s: GatewaySession) -> None:
+        if s.id not in self._by_id:
+            self._per_owner[s.owner] = self._per_owner.get(s.owner, 0) + 1
         self._by_id[s.id] = s
 
     def pop(self, sid: str) -> GatewaySession | None:
-        return self._by_id.pop(sid, None)
+        s = self._by_id.pop(sid, None)
+        if s is not None:
+            n = self._per_owner.get(s.owner, 1) - 1
+            if n > 0:
+                self._per_owner[s.owner] = n
+            else:
+                self._per_owner.pop(s.owner, None)
+        return s
+
+    def owned_by(self, owner: str) -> int:
+        """Open sessions of one caller on this replica."""
+        return self._per_owner.get(owner, 0)
 
     def __len__(self) -> int:
         return len(self._by_id)

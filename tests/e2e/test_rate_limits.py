@@ -16,7 +16,7 @@ import pytest
 from tests.support.gateway import RunningGateway, running_gateway
 from tests.support.oidc import OidcProvider
 from tests.support.procs import ManagedProcess
-from tests.support.raw import ACCEPT, final_message
+from tests.support.raw import ACCEPT, final_message, initialize
 from tests.support.records import load_records
 from tests.support.waiting import eventually, eventually_async
 
@@ -77,3 +77,39 @@ async def test_limits_refuse_with_429_and_let_through_again(gateway: RunningGate
         assert (await slow)[0] == 200
     refusals = [r for r in load_records(gateway.store) if r["kind"] == "rejected" and "429" in (r["detail"] or "")]
     assert len(refusals) >= 2
+
+
+@pytest.fixture
+def capped(op: OidcProvider, fixture: ManagedProcess, tmp_path: Path) -> Iterator[RunningGateway]:
+    auth = {"mode": "oidc", "issuers": [{"issuer": op.issuer}]}
+    limits = {"sessions_per_principal": 2}
+    with running_gateway(tmp_path, {"fx": {"url": fixture.ready_value}}, auth=auth, limits=limits) as gw:
+        yield gw
+
+
+async def test_sessions_per_principal_are_capped(capped: RunningGateway, op: OidcProvider) -> None:
+    gateway = capped
+    alice = await asyncio.to_thread(op.user_token, "alice", gateway.url("fx"))
+    bob = await asyncio.to_thread(op.user_token, "bob", gateway.url("fx"))
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
+
+        async def initialize_as(token: str) -> tuple[int, dict[str, str], Any]:
+            h = {"Content-Type": "application/json", "Accept": ACCEPT, "Authorization": f"Bearer {token}"}
+            async with http.post(gateway.url("fx"), json=initialize(), headers=h) as r:
+                body = json.loads(final_message(await r.read(), r.headers.get("Content-Type", "")))
+                return r.status, dict(r.headers), body
+
+        opened = []
+        for _ in range(2):
+            status, headers, _ = await initialize_as(alice)
+            assert status == 200
+            opened.append(headers["Mcp-Session-Id"])
+        status, headers, body = await initialize_as(alice)  # a third one
+        assert (
+            status == 429 and "sessions per principal (2 open)" in body["error"]["message"] and headers["Retry-After"]
+        )
+        assert (await initialize_as(bob))[0] == 200  # someone else is not affected
+        h = {"Authorization": f"Bearer {alice}", "Mcp-Session-Id": opened[0], "MCP-Protocol-Version": "2025-11-25"}
+        async with http.delete(gateway.url("fx"), headers=h) as r:
+            assert r.status in (200, 204)
+        assert (await initialize_as(alice))[0] == 200  # one ended: room for another
