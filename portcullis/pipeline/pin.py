@@ -149,6 +149,11 @@ class DefinitionBook:
             out, self.queue = self.queue, []
         return out
 
+    def requeue(self, seen: list[Sighting]) -> None:
+        """Sightings the store did not take: first in line for the next round."""
+        with self._lock:
+            self.queue[:0] = seen
+
 
 class PinStage(Stage):
     name = "pin"

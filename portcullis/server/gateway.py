@@ -274,8 +274,9 @@ class Gateway:
         if self.engine.dialect.name == "postgresql":
             self.background(self._listen_decisions(), name="approval-notify")
         if "pin" in self.config.pipeline:
-            with contextlib.suppress(Exception):  # a store that cannot be read now: the sync loop tries again
-                self.definitions.load(await asyncio.to_thread(definition_store.load_rows, self.engine))
+            # the pins must be known before the first listing: an empty book would trust a changed definition
+            # again on "first sight" (fail open), so a store that cannot be read here stops the start
+            self.definitions.load(await asyncio.to_thread(definition_store.load_rows, self.engine))
             self.background(self._sync_definitions(), name="definitions")
 
     def begin_drain(self) -> None:
@@ -365,19 +366,23 @@ class Gateway:
     async def _sync_definitions(self) -> None:
         """Sightings of the pin stage to the store; acceptances (the CLI, other replicas) back from it."""
         every = self.config.definitions.refresh
+        loop = asyncio.get_running_loop()
+        next_load = loop.time() + every
         while True:
             await asyncio.sleep(min(every, 1.0))
             seen = self.definitions.drain()
-            try:
-                if seen:
+            if seen:
+                try:
                     await asyncio.to_thread(definition_store.save, self.engine, seen)
-                self._since_load = getattr(self, "_since_load", 0.0) + min(every, 1.0)
-                if self._since_load >= every:
-                    self._since_load = 0.0
+                except Exception as exc:
+                    log.warning("definition sightings not stored: %s", type(exc).__name__)
+                    self.definitions.requeue(seen)  # kept for the next round
+            if loop.time() >= next_load:
+                next_load = loop.time() + every
+                try:
                     self.definitions.load(await asyncio.to_thread(definition_store.load_rows, self.engine))
-            except Exception as exc:
-                log.warning("definitions not synced with the store: %s", type(exc).__name__)
-                self.definitions.queue[:0] = seen  # kept for the next round
+                except Exception as exc:
+                    log.warning("definitions not read from the store: %s", type(exc).__name__)
 
     async def _retention(self, r: RetentionConfig) -> None:
         """Prune by age/size now and then (docs: store/retention.py). A failed pass is logged and retried later."""

@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import Engine, insert, select
 
 from portcullis.store import admin_chain
-from portcullis.store.apikeys import hash_secret, matches_hash, revoke_row, split_key
+from portcullis.store.apikeys import hash_secret, matches_hash, revoke_row, split_key, usable
 from portcullis.store.schema import agent_tokens
 
 PREFIX = "pca_"
@@ -34,8 +34,7 @@ class AgentToken:
     revoked_ns: int | None
 
     def usable(self, now_ns: int | None = None) -> bool:
-        now = time.time_ns() if now_ns is None else now_ns
-        return self.revoked_ns is None and (self.expires_ns is None or now < self.expires_ns)
+        return usable(self.revoked_ns, self.expires_ns, now_ns)
 
 
 def create(engine: Engine, name: str, servers: list[str], ttl_seconds: int | None) -> tuple[AgentToken, str]:

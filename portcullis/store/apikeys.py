@@ -34,8 +34,13 @@ class ApiKey:
     revoked_ns: int | None
 
     def usable(self, now_ns: int | None = None) -> bool:
-        now = time.time_ns() if now_ns is None else now_ns
-        return self.revoked_ns is None and (self.expires_ns is None or now < self.expires_ns)
+        return usable(self.revoked_ns, self.expires_ns, now_ns)
+
+
+def usable(revoked_ns: int | None, expires_ns: int | None, now_ns: int | None = None) -> bool:
+    """A credential row (API key, agent token) that is neither revoked nor expired."""
+    now = time.time_ns() if now_ns is None else now_ns
+    return revoked_ns is None and (expires_ns is None or now < expires_ns)
 
 
 def hash_secret(secret: str) -> str:

@@ -243,7 +243,7 @@ class AgentHub:
                     if row is None or not row.usable():
                         self.record("-", None, "agent_refused", f"{conn.name} ({conn.id}): token revoked")
                         conn.mux.close("token revoked")
-                        await conn.mux.ws.close(code=4401, message=b"token revoked")  # type: ignore[attr-defined]
+                        await conn.mux.ws.close(code=4401, message=b"token revoked")
 
     async def _saved(self, conn: AgentConn, insert_row: bool = False, reason: str | None = None) -> None:
         now = time.time_ns()
@@ -307,7 +307,7 @@ class AgentHub:
         for conn in list(self.conns.values()):
             conn.mux.close("gateway shutdown")
             with contextlib.suppress(Exception):
-                await conn.mux.ws.close(code=1001, message=b"gateway shutdown")  # type: ignore[attr-defined]
+                await conn.mux.ws.close(code=1001, message=b"gateway shutdown")
 
 
 def _figures(c: AgentConn) -> dict[str, int]:

@@ -57,6 +57,8 @@ class Socket(Protocol):
 
     async def send_str(self, data: str) -> None: ...
 
+    async def close(self, *, code: int = ..., message: bytes = ...) -> bool: ...
+
 
 class Stream:
     """One exchange. Read with :meth:`read` (``b""`` at the end), write with :meth:`write` then :meth:`end`."""
