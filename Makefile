@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 PY_STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
 
-.PHONY: demo test setup lint typecheck unit e2e bench lock clean
+.PHONY: demo test setup browser lint typecheck unit e2e bench lock clean
 
 demo: setup ## run the gateway on its embedded defaults in front of the bundled demo MCP server
 	@$(BIN)/portcullis token --config examples/demo.yaml --user alice --groups eng,oncall > .demo-token
@@ -18,7 +18,7 @@ demo: setup ## run the gateway on its embedded defaults in front of the bundled 
 	@echo ""
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/portcullis serve --config examples/demo.yaml
 
-test: setup lint typecheck ## everything CI runs
+test: setup browser lint typecheck ## everything CI runs
 	$(BIN)/pytest
 
 setup: $(PY_STAMP) $(NODE_STAMP)
@@ -34,6 +34,17 @@ $(NODE_STAMP): package-lock.json package.json
 	npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
+# The console's browser tests drive Debian's chromium (no browser download); installed with apt when it is missing.
+CHROMIUM ?= /usr/bin/chromium
+browser:
+	@if [ ! -x "$(CHROMIUM)" ] && ! command -v chromium >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; elif sudo -n true 2>/dev/null; then SUDO=sudo; else \
+	    echo "The console tests need Chromium: install Debian's chromium package (apt-get install chromium)," \
+	      "or set PORTCULLIS_CHROMIUM to a Chromium binary." >&2; exit 1; fi; \
+	  $$SUDO apt-get install -y -q chromium >/dev/null 2>&1 || \
+	    { $$SUDO apt-get update -q >/dev/null && $$SUDO apt-get install -y -q chromium >/dev/null; }; \
+	fi
+
 lint: $(PY_STAMP)
 	$(BIN)/ruff check portcullis tests bench
 	$(BIN)/ruff format --check portcullis tests bench
@@ -44,7 +55,7 @@ typecheck: $(PY_STAMP)
 unit: $(PY_STAMP)
 	$(BIN)/pytest tests/unit
 
-e2e: setup
+e2e: setup browser
 	$(BIN)/pytest tests/e2e
 
 bench: setup ## the core benchmark (see docs/performance.md)

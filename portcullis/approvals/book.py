@@ -355,6 +355,8 @@ def _check_grant(grant: dict[str, Any], decision: str) -> None:
     if decision != "approve":
         raise ApprovalError(400, "only an approval can grant time-boxed access")
     minutes = grant.get("minutes")
+    if isinstance(minutes, float) and minutes.is_integer():  # JSON has one number type: 30.0 is the integer 30
+        minutes = grant["minutes"] = int(minutes)
     if not isinstance(minutes, int) or isinstance(minutes, bool) or not 1 <= minutes <= MAX_GRANT_MINUTES:
         raise ApprovalError(400, f"grant.minutes must be a whole number from 1 to {MAX_GRANT_MINUTES}")
     args = grant.get("arguments")

@@ -40,6 +40,7 @@ _SHOWN = [c for c in records.c if c.name != "sealed"]  # the sealed original is 
 _ASCII_LOWER = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ", b"abcdefghijklmnopqrstuvwxyz")
 _RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.IGNORECASE)
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_RFC3339 = re.compile(r"^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?([Zz]|[+-]\d{2}:\d{2})$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
@@ -81,24 +82,51 @@ class Query:
 def parse_when(text: str | None, now_ns: int | None = None) -> int | None:
     """A point in time as ns since the epoch from RFC 3339 (``2026-11-24T10:00:00Z``; without an offset: UTC), a
     duration back from now (``15m``, ``2h``, ``7d``, ``2w``, ``30s``) or an integer of ns since the epoch (as
-    ``ts_ns`` shows it). ValueError says what was expected."""
+    ``ts_ns`` shows it). ValueError says what was expected. The result is clamped to the store's 64-bit range (a
+    time before 1678 or after 2262 means "the beginning" or "the end")."""
     if text is None:
         return None
     now = time.time_ns() if now_ns is None else now_ns
     m = _RELATIVE.match(text)
     if m is not None:
-        return now - int(float(m.group(1)) * _UNITS[m.group(2).lower()] * 1_000_000_000)
+        return _clamp(now - int(float(m.group(1)) * _UNITS[m.group(2).lower()] * 1_000_000_000))
     if text.strip().isdigit():
-        return int(text)
-    try:
-        t = dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00").replace("z", "+00:00"))
-    except ValueError:
-        raise ValueError(
-            f"expected RFC 3339 (2026-11-24T10:00:00Z), a duration back from now (15m, 2h, 7d) or ns: {text!r}"
-        ) from None
+        return _clamp(int(text))
+    t = _rfc3339(text.strip())
+    if t is None:
+        try:
+            t = dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00").replace("z", "+00:00"))
+        except ValueError:
+            raise ValueError(
+                f"expected RFC 3339 (2026-11-24T10:00:00Z), a duration back from now (15m, 2h, 7d) or ns: {text!r}"
+            ) from None
     if t.tzinfo is None:
         t = t.replace(tzinfo=dt.UTC)
-    return (t - _EPOCH) // dt.timedelta(microseconds=1) * 1000
+    return _clamp((t - _EPOCH) // dt.timedelta(microseconds=1) * 1000)
+
+
+def _rfc3339(text: str) -> dt.datetime | None:
+    """RFC 3339 date-times Python's parser refuses: a leap second (taken as :59), more than six fractional digits
+    (cut), lower-case separators, year 0000 (taken as year 1). None when it is not of that shape."""
+    m = _RFC3339.match(text)
+    if m is None:
+        return None
+    y, mo, d, hh, mi, ss = (int(g) for g in m.groups()[:6])
+    micro = int((m.group(7) or "0")[:6].ljust(6, "0"))
+    zone = m.group(8)
+    try:
+        if zone in ("Z", "z"):
+            tz = dt.UTC
+        else:
+            sign = -1 if zone[0] == "-" else 1
+            tz = dt.timezone(sign * dt.timedelta(hours=int(zone[1:3]), minutes=int(zone[4:6])))
+        return dt.datetime(max(y, 1), mo, d, hh, mi, min(ss, 59), micro, tzinfo=tz)
+    except ValueError:
+        raise ValueError(f"not a valid date-time: {text!r}") from None
+
+
+def _clamp(ns: int) -> int:
+    return max(-(2**63), min(ns, 2**63 - 1))
 
 
 # --- SQL ------------------------------------------------------------------------------------------------------

@@ -97,6 +97,7 @@ def agents_list(config_path: str, show_all: bool, as_json: bool) -> None:
     """Agents connected (per gateway replica): version, servers, last heartbeat, traffic; and the tokens."""
     from sqlalchemy import select
 
+    from portcullis.admin.schemas import agent_token_json
     from portcullis.cli.main import _db, _ts
     from portcullis.store import agent_tokens
     from portcullis.store.schema import agent_connections
@@ -110,17 +111,7 @@ def agents_list(config_path: str, show_all: bool, as_json: bool) -> None:
     tokens = agent_tokens.load_all(engine)
     if as_json:
         out = {"connections": rows}
-        out["tokens"] = [
-            {
-                "id": t.id,
-                "name": t.name,
-                "servers": list(t.servers),
-                "created_ns": t.created_ns,
-                "expires_ns": t.expires_ns,
-                "revoked_ns": t.revoked_ns,
-            }
-            for t in tokens
-        ]
+        out["tokens"] = [agent_token_json(t) for t in tokens]
         click.echo(json.dumps(out, indent=2))
         return
     now = time.time_ns()

@@ -57,7 +57,7 @@ def _call(method: str, url: str, token: str, body: dict[str, Any] | None = None)
             return json.loads(resp.read())
     except urllib.error.HTTPError as exc:
         try:
-            msg = json.loads(exc.read()).get("error", exc.reason)
+            msg = json.loads(exc.read()).get("message", exc.reason)
         except ValueError:
             msg = exc.reason
         _fail(f"HTTP {exc.code}: {msg}", 1)
@@ -99,7 +99,7 @@ def approvals_list(
 ) -> None:
     """Requests you asked for or may decide."""
     q = "" if state == "all" else f"?state={state}"
-    out = _call("GET", f"{_base(gateway, config_path)}/admin/approvals{q}", _token(token, token_file))
+    out = _call("GET", f"{_base(gateway, config_path)}/admin/api/approvals{q}", _token(token, token_file))
     if as_json:
         click.echo(json.dumps(out, indent=2))
         return
@@ -122,7 +122,7 @@ def approvals_show(
     as_json: bool,
 ) -> None:
     """One request with its votes."""
-    a = _call("GET", f"{_base(gateway, config_path)}/admin/approvals/{approval_id}", _token(token, token_file))
+    a = _call("GET", f"{_base(gateway, config_path)}/admin/api/approvals/{approval_id}", _token(token, token_file))
     if as_json:
         click.echo(json.dumps(a, indent=2))
         return
@@ -155,7 +155,7 @@ def _decide(decision: str) -> Any:
         token_file: str | None,
         as_json: bool,
     ) -> None:
-        url = f"{_base(gateway, config_path)}/admin/approvals/{approval_id}/{decision}"
+        url = f"{_base(gateway, config_path)}/admin/api/approvals/{approval_id}/{decision}"
         body: dict[str, Any] = {"reason": reason or ""}
         if grant_minutes is not None or grant_arg:
             if decision != "approve" or grant_minutes is None:

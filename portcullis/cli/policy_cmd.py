@@ -8,6 +8,7 @@ from typing import Any, NoReturn
 
 import click
 
+from portcullis.admin.permissions import explain_json
 from portcullis.policy import (
     Explanation,
     PolicyEngine,
@@ -142,25 +143,7 @@ def policy_test(
         visible = engine.visible(principal, server, list_kind, objs) if ex.decision.effect != "deny" else []
         hidden = [o for o in objs if o not in visible]
     if as_json:
-        out: dict[str, Any] = {
-            "decision": ex.decision.effect,
-            "rule": ex.decision.rule,
-            "reason": ex.decision.reason,
-            "policy_version": ex.decision.policy_version,
-            "approvers": list(ex.decision.approvers),
-            "trace": [
-                {
-                    "rule": t.rule,
-                    "tier": t.tier,
-                    "effect": t.effect,
-                    "status": t.status,
-                    "detail": t.detail,
-                    "consulted": t.consulted,
-                    "line": t.line,
-                }
-                for t in ex.trace
-            ],
-        }
+        out: dict[str, Any] = explain_json(ex)
         if visible is not None:
             out["visible"] = visible
             out["hidden"] = hidden

@@ -563,11 +563,35 @@ class TracingConfig(_Strict):
         return v
 
 
+class ConsoleConfig(_Strict):
+    """The web console's login: the authorization-code flow with PKCE against one of ``auth.issuers``."""
+
+    client_id: str | None = Field(
+        default=None, description="the console's OAuth client id at the identity provider (unset: no console login)"
+    )
+    client_secret_env: str | None = Field(
+        default=None,
+        description="environment variable holding the client secret, for a confidential client (unset: a public "
+        "client, PKCE only)",
+    )
+    issuer: str | None = Field(
+        default=None, description="which of auth.issuers the console logs in with (default: the first)"
+    )
+    scopes: list[str] = Field(default_factory=lambda: ["openid", "profile", "email"], min_length=1)
+    session_ttl: int = Field(default=8 * 3600, gt=0, le=7 * 86400, description="seconds a console login lasts")
+
+
 class AdminConfig(_Strict):
     auditor_groups: list[str] = Field(
         default_factory=list,
-        description="groups whose members may search the audit trail through the admin API (default: nobody)",
+        description="groups whose members may read sessions, the audit trail, policies, agents and keys through the "
+        "admin API and the console (default: nobody)",
     )
+    admin_groups: list[str] = Field(
+        default_factory=list,
+        description="groups whose members may also create and revoke API keys and agent tokens (default: nobody)",
+    )
+    console: ConsoleConfig = ConsoleConfig()
 
 
 class Config(_Strict):

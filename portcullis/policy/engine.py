@@ -43,6 +43,7 @@ _CACHE_MAX: Final = 4096
 _MEMO_MAX_CHARS: Final = 512  # conditions on longer values (a huge target name) are not remembered
 _NO_UNKNOWN: Final[frozenset[str]] = frozenset()
 _UNKNOWN_IN_LIST_CALL: Final = frozenset({"target", "arguments", "annotations", "method"})
+_UNKNOWN_ARGUMENTS: Final = frozenset({"arguments", "annotations"})
 _UNKNOWN_IN_VISIBLE: Final = frozenset({"arguments"})
 
 T = TypeVar("T")
@@ -189,6 +190,15 @@ class PolicyEngine:
                 trace,
             )
         trace.sort(key=lambda t: (t.tier != "rules", t.line))  # file order, for reading
+        return Explanation(d, tuple(trace))
+
+    def explain_unknown_arguments(self, principal: Principal, server: str, kind: Kind, name: str) -> Explanation:
+        """Calling item ``name`` with arguments not known (what may this principal call at all?): a rule whose
+        condition reads the arguments or annotations is traced ``maybe``; the admin API's effective permissions."""
+        trace: list[RuleTrace] = []
+        method = USE_METHOD.get(kind) or "tools/call"
+        d = self._run(principal, server, method, kind, name, EMPTY_ARGS, None, False, trace, _UNKNOWN_ARGUMENTS)
+        trace.sort(key=lambda t: (t.tier != "rules", t.line))
         return Explanation(d, tuple(trace))
 
     def visible(self, principal: Principal, server: str, kind: Kind, items: Iterable[T]) -> list[T]:

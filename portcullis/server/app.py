@@ -11,9 +11,13 @@ import sys
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from portcullis.admin.access import Access
+from portcullis.admin.api import AdminApi
+from portcullis.admin.console import Console
+from portcullis.admin.http import API_PREFIX, admin_middleware
+from portcullis.admin.openapi import document
 from portcullis.config.model import Config
 from portcullis.identity.dev_issuer import DEV_PATH
-from portcullis.server.admin import AdminApi
 from portcullis.server.gateway import Gateway
 from portcullis.server.legacy_sse import LegacySseEndpoint
 from portcullis.server.mcp_endpoint import McpEndpoint
@@ -30,7 +34,7 @@ def build_app(config: Config) -> web.Application:
     ensure_schema(engine, auto_create=config.store.startswith("sqlite"))
     gw = Gateway(config, engine)
     endpoint = McpEndpoint(gw)
-    app = web.Application(client_max_size=config.limits.max_body_bytes)
+    app = web.Application(client_max_size=config.limits.max_body_bytes, middlewares=[admin_middleware])
     app[GATEWAY_KEY] = gw
     legacy = LegacySseEndpoint(endpoint)
     app.router.add_route("*", "/mcp/{server}", endpoint.handle)
@@ -41,7 +45,11 @@ def build_app(config: Config) -> web.Application:
     app.router.add_get("/.well-known/oauth-protected-resource/mcp/{server}/sse", _server_metadata)
     app.router.add_get(DEV_PATH + "/jwks.json", _dev_jwks)
     app.router.add_get(DEV_PATH + "/.well-known/openid-configuration", _dev_discovery)
-    AdminApi(gw).routes(app)
+    access = Access(gw)
+    AdminApi(gw, access).routes(app, API_PREFIX)
+    Console(gw, access).routes(app)
+    app.router.add_get(API_PREFIX + "/openapi.json", _openapi)
+    app.router.add_get("/admin", _to_console)
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/agent/connect", gw.agents.handle)
     app.router.add_get("/metrics", _metrics)
@@ -106,6 +114,16 @@ async def _metrics(request: web.Request) -> web.Response:
     gw = request.app[GATEWAY_KEY]
     body = await asyncio.to_thread(generate_latest, gw.registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def _openapi(request: web.Request) -> web.Response:
+    """The admin API's OpenAPI document (public: it describes routes, never data)."""
+    gw = request.app[GATEWAY_KEY]
+    return web.json_response(document(gw.public_base, list(gw.config.servers)), headers={"Cache-Control": "max-age=60"})
+
+
+async def _to_console(_request: web.Request) -> web.Response:
+    raise web.HTTPSeeOther("/ui/")
 
 
 async def _healthz(_request: web.Request) -> web.Response:

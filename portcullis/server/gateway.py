@@ -161,6 +161,23 @@ def load_policy_store(config: Config) -> PolicyStore:
     return PolicyStore("<builtin-allow-all>", loader=lambda _p: load_policy_text(ALLOW_ALL_POLICY, "<builtin>"))
 
 
+class Changes:
+    """A change counter that coroutines can wait on (no lost wake-ups: they wait for the count to pass theirs)."""
+
+    def __init__(self) -> None:
+        self.version = 0
+        self._event = asyncio.Event()
+
+    def bump(self) -> None:
+        self.version += 1
+        ev, self._event = self._event, asyncio.Event()
+        ev.set()
+
+    async def wait_past(self, seen: int) -> None:
+        while self.version <= seen:
+            await self._event.wait()
+
+
 class Gateway:
     def __init__(self, config: Config, engine: Engine) -> None:
         self.config = config
@@ -204,6 +221,7 @@ class Gateway:
         a = config.approvals
         self.approvals = ApprovalBook(engine, a.ttl, a.release_window, a.required)
         self._decisions: dict[str, asyncio.Event] = {}  # approval id -> set when it is decided (in this process)
+        self.approvals_changed = Changes()  # a request opened or decided: wakes the console's live inboxes
         self.held_tasks = HeldTasks()  # tasks the gateway minted for held calls (2026-07-28 tasks extension)
         self.notifier = build_notifier(config, self._notified) if a.webhooks else None
         self._notify_where: dict[str, tuple[str, str | None]] = {}  # approval id -> (server, session) for the record
@@ -569,6 +587,8 @@ class Gateway:
                 return seen  # settling a task: nothing to release means the approval went elsewhere; no new request
             shown = self._shown_arguments(flow)
             req, created = await asyncio.to_thread(self.approvals.open, hold, None, justification, shown)
+            if created:
+                self.approvals_changed.bump()
         except Exception as exc:  # the book cannot be read: the call stays held (fail closed)
             log.warning("approval book unavailable: %s", type(exc).__name__)
             flow.fail(
@@ -618,7 +638,7 @@ class Gateway:
             except Exception as exc:  # the book failed while waiting: the call stays held, the answer names it
                 log.warning("approval book unavailable while waiting: %s", type(exc).__name__)
         what = f"{hold.method} {hold.target}" if hold.target else hold.method
-        url = f"{self.public_base}/admin/approvals/{req['id']}"
+        url = f"{self.public_base}/admin/api/approvals/{req['id']}"
         if req["state"] == DENIED:
             why = f": {req['reason']}" if req["reason"] else ""
             flow.fail(
@@ -679,7 +699,7 @@ class Gateway:
         if len(self._notify_where) > 10_000:
             self._notify_where.clear()
         self._notify_where[approval["id"]] = (approval["server"], approval.get("session_id"))
-        self.notifier.notify(event, approval, f"{self.public_base}/admin/approvals/{approval['id']}")
+        self.notifier.notify(event, approval, f"{self.public_base}/admin/api/approvals/{approval['id']}")
 
     def _notified(self, approval_id: str, where: str, delivered: bool, detail: str) -> None:
         server, session = self._notify_where.get(approval_id, ("-", None))
@@ -690,8 +710,14 @@ class Gateway:
         """The state the request reaches within ``bound`` seconds (pending if none): for a held call's task."""
         return await self._await_decision(approval_id, None, waiter, bound)
 
+    def breaker_state(self, server: str) -> str | None:
+        """The circuit breaker of an HTTP upstream (closed, open, half-open); None for other transports."""
+        breaker = getattr(self.http_upstreams.get(server), "breaker", None)
+        return None if breaker is None else str(breaker.state)
+
     def approval_decided(self, approval_id: str) -> None:
         """The admin API decided a request: wake the caller waiting for it in this process, if any."""
+        self.approvals_changed.bump()
         ev = self._decisions.get(approval_id)
         if ev is not None:
             ev.set()

@@ -9,7 +9,14 @@ from sqlalchemy import Engine, func, select
 from portcullis.store.schema import records, sessions
 
 
-def list_sessions(engine: Engine, limit: int = 50, server: str | None = None) -> list[dict[str, Any]]:
+def list_sessions(
+    engine: Engine,
+    limit: int = 50,
+    server: str | None = None,
+    subject: str | None = None,
+    before_ns: int | None = None,
+) -> list[dict[str, Any]]:
+    """Newest first. ``subject``: sessions opened by that principal; ``before_ns``: created before then (paging)."""
     counts = (
         select(records.c.session_id, func.count().label("n"))
         .where(records.c.session_id.is_not(None))
@@ -24,6 +31,10 @@ def list_sessions(engine: Engine, limit: int = 50, server: str | None = None) ->
     )
     if server is not None:
         q = q.where(sessions.c.server == server)
+    if subject is not None:
+        q = q.where(sessions.c.owner.endswith("|" + subject, autoescape=True))  # owner: "issuer|subject"
+    if before_ns is not None:
+        q = q.where(sessions.c.created_ns < before_ns)
     with engine.connect() as conn:
         return [dict(r._mapping) for r in conn.execute(q)]
 

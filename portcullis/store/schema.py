@@ -207,3 +207,14 @@ Index("ix_records_session_seq", records.c.session_id, records.c.seq)
 Index("ix_records_ts", records.c.ts_ns)
 Index("ix_sessions_created", sessions.c.created_ns)
 Index("ix_agent_connections_seen", agent_connections.c.disconnected_ns, agent_connections.c.last_seen_ns)
+
+console_sessions = Table(  # web console logins (portcullis/admin/console.py); the cookie holds the id, never stored
+    "console_sessions",
+    metadata,
+    Column("id_hash", String(64), primary_key=True),  # SHA-256 of the cookie's secret
+    Column("caller", Text, nullable=False),  # JSON: the principal as the token named it (no token is kept)
+    Column("csrf", String(64), nullable=False),  # the session's CSRF token (sent by the console in X-CSRF-Token)
+    Column("created_ns", BigInteger, nullable=False),
+    Column("expires_ns", BigInteger, nullable=False),  # at the latest the access token's own expiry
+    Column("ended_ns", BigInteger),  # logout
+)

@@ -22,6 +22,13 @@ class Breaker:
         self.open_until = 0.0
         self.probing = False
 
+    @property
+    def state(self) -> str:
+        """``closed`` (calls go through), ``open`` (refused at once) or ``half-open`` (one probe is out)."""
+        if self.failures < self.threshold:
+            return "closed"
+        return "half-open" if self.probing else "open"
+
     def check(self, name: str) -> None:
         """Before a request: raises UpstreamError while the circuit is open (one probe passes after cooldown)."""
         if self.failures < self.threshold:

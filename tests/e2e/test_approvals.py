@@ -26,6 +26,7 @@ from portcullis.approvals.model import args_digest
 from tests.support.gateway import RunningGateway, start_gateway, write_config
 from tests.support.oidc import OidcProvider
 from tests.support.procs import ManagedProcess, running_process
+from tests.support.raw import McpSession
 from tests.support.records import load_records
 from tests.support.waiting import eventually, eventually_async
 
@@ -93,43 +94,18 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
         yield s
 
 
-class Mcp:
-    """One MCP session of one user (raw JSON-RPC over Streamable HTTP)."""
-
-    def __init__(self, http: aiohttp.ClientSession, url: str, token: str) -> None:
-        self.http, self.url, self.token = http, url, token
-        self.sid: str | None = None
-        self.n = 0
-
-    async def rpc(self, method: str, params: dict[str, Any], **extra: str) -> dict[str, Any]:
-        self.n += 1
-        h = {"Content-Type": "application/json", "Accept": ACCEPT, "Authorization": f"Bearer {self.token}", **extra}
-        if self.sid:
-            h |= {"Mcp-Session-Id": self.sid, "MCP-Protocol-Version": "2025-11-25"}
-        body = {"jsonrpc": "2.0", "id": self.n, "method": method, "params": params}
-        async with self.http.post(self.url, json=body, headers=h) as r:
-            self.sid = self.sid or r.headers.get("Mcp-Session-Id")
-            raw = await r.read()
-        if not raw.startswith(b"{"):
-            raw = next(line[6:] for line in raw.split(b"\n") if line.startswith(b"data: ") and b'"id"' in line)
-        msg: dict[str, Any] = json.loads(raw)
-        return msg
-
-    async def open(self) -> Mcp:
-        init = {
-            "protocolVersion": "2025-11-25",
-            "capabilities": {},
-            "clientInfo": {"name": "approvals", "version": "1"},
-        }
-        await self.rpc("initialize", init)
-        return self
+class Mcp(McpSession):
+    """One MCP session of one user; ``call`` calls the faulty upstream's ``ok`` tool."""
 
     async def call(self, args: dict[str, Any], **headers: str) -> dict[str, Any]:
-        return await self.rpc("tools/call", {"name": "ok", "arguments": args}, **headers)
+        return await self.call_tool("ok", args, **headers)
 
 
 async def mcp(http: aiohttp.ClientSession, gw: RunningGateway, op: OidcProvider, user: str) -> Mcp:
-    return await Mcp(http, gw.url("faulty"), await asyncio.to_thread(op.user_token, user, gw.url("faulty"))).open()
+    token = await asyncio.to_thread(op.user_token, user, gw.url("faulty"))
+    session = await Mcp(http, gw.url("faulty"), token, "approvals").open()
+    assert isinstance(session, Mcp)
+    return session
 
 
 async def admin(
@@ -137,7 +113,7 @@ async def admin(
 ) -> tuple[int, dict[str, Any]]:
     token = await asyncio.to_thread(op.user_token, user, gw.base)
     async with http.request(
-        method, f"{gw.base}/admin/approvals{path}", json=body or None, headers={"Authorization": f"Bearer {token}"}
+        method, f"{gw.base}/admin/api/approvals{path}", json=body or None, headers={"Authorization": f"Bearer {token}"}
     ) as r:
         return r.status, await r.json()
 
@@ -212,14 +188,14 @@ async def test_only_other_approvers_may_decide(
     alice = await mcp(http, gateway, op, "alice")
     req = held_id(await alice.call({"self": True}))
     status, body = await admin(http, gateway, op, "alice", "POST", f"/{req}/approve")
-    assert status == 403 and "own call" in body["error"]  # alice is in eng, but it is her call
+    assert status == 403 and "own call" in body["message"]  # alice is in eng, but it is her call
     status, body = await admin(http, gateway, op, "carol", "POST", f"/{req}/approve")
-    assert status == 403 and "eng" in body["error"]
+    assert status == 403 and "eng" in body["message"]
     status, _ = await admin(http, gateway, op, "carol", "GET", f"/{req}")
     assert status == 404  # not hers to see
     status, listed = await admin(http, gateway, op, "bob", "GET", "?state=pending")
     assert status == 200 and req in [a["id"] for a in listed["approvals"]]
-    async with http.post(f"{gateway.base}/admin/approvals/{req}/approve") as r:
+    async with http.post(f"{gateway.base}/admin/api/approvals/{req}/approve") as r:
         assert r.status == 401  # no token
     status, shown = await admin(http, gateway, op, "bob", "GET", f"/{req}")
     assert shown["state"] == "pending" and shown["votes"] == []
@@ -233,7 +209,7 @@ async def test_a_deny_ends_it_and_the_retry_says_so(
     status, body = await admin(http, gateway, op, "bob", "POST", f"/{req}/deny", reason="not during the freeze")
     assert status == 200 and body["state"] == "denied"
     status, body = await admin(http, gateway, op, "bob", "POST", f"/{req}/approve")
-    assert status == 409 and "is denied" in body["error"]
+    assert status == 409 and "is denied" in body["message"]
     before = await calls_received(http, faulty)
     retry = await alice.call({"drop": "prod"})
     assert retry["error"]["code"] == -32010 and req in retry["error"]["message"], retry
@@ -430,7 +406,7 @@ async def test_an_approval_can_grant_time_boxed_access_for_matching_arguments(
     status, body = await admin(
         http, gateway, op, "bob", "POST", f"/{held_id(await alice.call({'t': 1}))}/deny", grant={"minutes": 5}
     )
-    assert status == 400 and "only an approval" in body["error"]
+    assert status == 400 and "only an approval" in body["message"]
 
 
 async def test_break_glass_goes_through_with_a_reason_and_awaits_review(
@@ -483,7 +459,9 @@ async def test_webhooks_are_told_with_retries_and_without_arguments(
         (requested,) = [b for b in receiver.got("/hook") if b["approval"]["args_digest"] == digest]
         assert requested["event"] == "requested"
         req = requested["approval"]["id"]
-        assert requested["url"].endswith(f"/admin/approvals/{req}") and requested["approval"]["approvers"] == ["eng"]
+        assert requested["url"].endswith(f"/admin/api/approvals/{req}") and requested["approval"]["approvers"] == [
+            "eng"
+        ]
         _status, shown = await admin(http, gw, op, "bob", "GET", f"/{req}")
         assert shown["arguments"]["arguments"]["marker"] == "hooked"  # approvers read the call, masked
         assert secret not in json.dumps(shown) and "[REDACTED:" in shown["arguments"]["arguments"]["api_key"]
@@ -607,7 +585,7 @@ async def test_a_caller_who_cancels_while_waiting_withdraws_the_request(
     _status, shown = await admin(http, gw, op, "bob", "GET", f"/{req}")
     assert shown["state"] == "withdrawn"
     status, body = await admin(http, gw, op, "bob", "POST", f"/{req}/approve")
-    assert status == 409 and "withdrawn" in body["error"]
+    assert status == 409 and "withdrawn" in body["message"]
     assert await calls_received(http, faulty) == before
 
 

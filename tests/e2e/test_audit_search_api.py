@@ -81,7 +81,7 @@ async def test_auditors_search_others_are_refused_and_every_admin_call_is_record
 
         async def get(token: str | None, **params: str) -> tuple[int, Any]:
             headers = {"Authorization": f"Bearer {token}"} if token else {}
-            async with http.get(f"{gateway.base}/admin/audit/records", params=params, headers=headers) as r:
+            async with http.get(f"{gateway.base}/admin/api/audit/records", params=params, headers=headers) as r:
                 return r.status, await r.json()
 
         status, body = await get(carol, tool="echo", principal="alice")
@@ -103,26 +103,27 @@ async def test_auditors_search_others_are_refused_and_every_admin_call_is_record
         assert (await get(bob, tool="echo"))[0] == 403
         assert (await get(None, tool="echo"))[0] == 401
         assert (await get("not-a-jwt", tool="echo"))[0] == 401
-        async with http.get(f"{gateway.base}/admin/audit/exports", headers={"Authorization": f"Bearer {carol}"}) as r:
+        async with http.get(
+            f"{gateway.base}/admin/api/audit/exports", headers={"Authorization": f"Bearer {carol}"}
+        ) as r:
             assert r.status == 200 and (await r.json()) == {"exports": []}
-        async with http.get(f"{gateway.base}/admin/audit/exports", headers={"Authorization": f"Bearer {bob}"}) as r:
+        async with http.get(f"{gateway.base}/admin/api/audit/exports", headers={"Authorization": f"Bearer {bob}"}) as r:
             assert r.status == 403
 
         # committed before each answer was sent: all there now, no waiting
         access = admin_access(gateway)
         assert len(access) == 14
         details = [r["detail"] for r in access]
-        assert details[0].startswith("GET /admin/audit/records?principal,tool -> 200 by ")
+        assert details[0].startswith("GET /admin/api/audit/records?principal,tool -> 200 by ")
         assert json.loads(access[0]["principal"])["sub"] == "carol"
-        assert details[5].startswith("GET /admin/audit/records?+1 unknown -> 400")  # nonsense=1
-        assert details[6].startswith("GET /admin/audit/records?+1 unknown -> 400")  # the pasted token
+        assert details[5].startswith("GET /admin/api/audit/records?+1 unknown -> 400")  # nonsense=1
+        assert details[6].startswith("GET /admin/api/audit/records?+1 unknown -> 400")  # the pasted token
         assert "-> 403" in details[9] and json.loads(access[9]["principal"])["sub"] == "bob"
-        assert (
-            details[10] == "GET /admin/audit/records?tool -> 401 by unauthenticated: invalid_request: no bearer token"
-        )
-        assert details[11].startswith("GET /admin/audit/records?tool -> 401 by unauthenticated: invalid_token")
+        no_credentials = "invalid_request: no bearer token or console session"
+        assert details[10] == f"GET /admin/api/audit/records?tool -> 401 by unauthenticated: {no_credentials}"
+        assert details[11].startswith("GET /admin/api/audit/records?tool -> 401 by unauthenticated: invalid_token")
         assert access[10]["principal"] is None
-        assert details[12].startswith("GET /admin/audit/exports -> 200")
+        assert details[12].startswith("GET /admin/api/audit/exports -> 200")
 
         # and they are searchable like any record: who read the trail?
         status, body = await get(carol, kind="admin_access", principal="bob")
@@ -144,7 +145,7 @@ async def test_only_what_a_record_shows_is_searchable(gateway: RunningGateway, o
 
         async def found(**params: str) -> list[dict[str, Any]]:
             h = {"Authorization": f"Bearer {carol}"}
-            async with http.get(f"{gateway.base}/admin/audit/records", params=params, headers=h) as r:
+            async with http.get(f"{gateway.base}/admin/api/audit/records", params=params, headers=h) as r:
                 assert r.status == 200
                 return list((await r.json())["records"])
 

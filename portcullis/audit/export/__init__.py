@@ -12,7 +12,7 @@ consumers deduplicate by ``(chain, seq)`` or ``hash``. What is not delivered is 
 pushed out of a full buffer (the oldest go first), batches a destination refused for good (HTTP 4xx other than 408
 and 429) or partly rejected (OTLP partial success), and what was still buffered when :meth:`Exporter.close` ran out
 of time. :meth:`Exporter.stats` has the counters per sink, and the last error as a type name or an HTTP status
-(never a URL, a header or a payload); the metrics and ``GET /admin/audit/exports`` read them.
+(never a URL, a header or a payload); the metrics and ``GET /admin/api/audit/exports`` read them.
 
 Modules: :mod:`.base` (the buffer, the thread, retries, counters), :mod:`.jsonl`, :mod:`.http` (webhook, and the
 POST both HTTP sinks use), :mod:`.otlp` (the LogRecord mapping).
