@@ -14,7 +14,8 @@ demo: setup ## run the gateway on its embedded defaults in front of the bundled 
 	@echo "  Portcullis demo: MCP endpoint http://127.0.0.1:8080/mcp/demo (Ctrl-C to stop)"
 	@echo "  A development token for alice (groups eng, oncall) is in .demo-token; send it as"
 	@echo "  'Authorization: Bearer <token>'. Mint others with: $(BIN)/portcullis token --config examples/demo.yaml --user NAME"
-	@echo "  Then: $(BIN)/portcullis sessions list --config examples/demo.yaml"
+	@echo "  The console: http://127.0.0.1:8080/ui/ (sign in as anyone: the development issuer; drop_table waits for"
+	@echo "  an approval by group oncall). Then: $(BIN)/portcullis sessions list --config examples/demo.yaml"
 	@echo ""
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/portcullis serve --config examples/demo.yaml
 

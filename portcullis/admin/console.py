@@ -37,6 +37,8 @@ from aiohttp import web
 from portcullis.admin.access import COOKIE, Access, caller_doc
 from portcullis.admin.http import ApiError
 from portcullis.config.model import IssuerConfig
+from portcullis.identity.dev_login import CLIENT_ID as DEV_CLIENT_ID
+from portcullis.identity.dev_login import DevLogin
 from portcullis.identity.tokens import AuthError
 from portcullis.server.gateway import Gateway
 from portcullis.store import console_sessions
@@ -50,9 +52,10 @@ CALLBACK_KEYS = frozenset({"code", "state", "error", "error_description", "iss",
 
 
 class Console:
-    def __init__(self, gw: Gateway, access: Access) -> None:
+    def __init__(self, gw: Gateway, access: Access, dev: DevLogin | None = None) -> None:
         self.gw = gw
         self.access = access
+        self.dev = dev  # the development issuer's sign-in, when it is on and no console client is configured
         self._endpoints: tuple[str, str] | None = None  # (authorization, token), from the issuer's discovery
         self._static = {p.name: p for p in resources.files("portcullis.admin").joinpath("static").iterdir()}
 
@@ -94,11 +97,17 @@ class Console:
                 return i
         raise ApiError(503, "admin.console.issuer is not one of auth.issuers")
 
+    @property
+    def _client_id(self) -> str | None:
+        if self._cfg.client_id is not None:
+            return str(self._cfg.client_id)
+        return DEV_CLIENT_ID if self.dev is not None else None
+
     def _redirect_uri(self) -> str:
         return self.gw.public_base + "/ui/callback"
 
     async def login(self, request: web.Request) -> web.StreamResponse:
-        if not self.gw.auth.enabled or self._cfg.client_id is None:
+        if not self.gw.auth.enabled or self._client_id is None:
             return _page(
                 "Console login is not configured",
                 "Set auth.mode: oidc and admin.console.client_id (an OAuth client registered at your identity "
@@ -112,7 +121,7 @@ class Console:
         challenge = _b64(hashlib.sha256(verifier.encode()).digest())
         params = {
             "response_type": "code",
-            "client_id": self._cfg.client_id,
+            "client_id": self._client_id,
             "redirect_uri": self._redirect_uri(),
             "scope": " ".join(self._cfg.scopes),
             "state": state,
@@ -146,7 +155,7 @@ class Console:
             request["admin_refused"] = "login state missing or wrong"
             return self._failed("This login was not started here, or it took too long. Sign in again.", 400)
         code = q.get("code")
-        if not code or self._cfg.client_id is None:
+        if not code or self._client_id is None:
             request["admin_refused"] = "no code"
             return self._failed("The identity provider sent no authorization code.", 400)
         try:
@@ -197,6 +206,9 @@ class Console:
     async def _discover(self) -> tuple[str, str]:
         if self._endpoints is not None:
             return self._endpoints
+        if self._cfg.client_id is None and self.dev is not None:
+            ends = self.dev.discovery()
+            return ends["authorization_endpoint"], ends["token_endpoint"]
         issuer = self._issuer()
         url = issuer.issuer.rstrip("/") + "/.well-known/openid-configuration"
         try:
@@ -226,15 +238,22 @@ class Console:
         return body
 
     async def _redeem(self, code: str, verifier: str) -> str:
-        _authorize, token_url = await self._discover()
+        client_id = self._client_id
+        assert client_id is not None
         form = {
             "grant_type": "authorization_code",
             "code": code,
             "redirect_uri": self._redirect_uri(),
             "code_verifier": verifier,
-            "client_id": self._cfg.client_id,
+            "client_id": client_id,
             "resource": self.gw.public_base,
         }
+        if self._cfg.client_id is None and self.dev is not None:  # the development issuer, in this process
+            answer = self.dev.redeem(form)
+            if answer is None:
+                raise LoginError("the development issuer refused the code")
+            return str(answer["access_token"])
+        _authorize, token_url = await self._discover()
         auth = None
         if self._cfg.client_secret_env:
             import os
@@ -242,7 +261,7 @@ class Console:
             secret = os.environ.get(self._cfg.client_secret_env)
             if not secret:
                 raise LoginError(f"the console's client secret is not set (${self._cfg.client_secret_env})")
-            auth = aiohttp.BasicAuth(self._cfg.client_id, secret)
+            auth = aiohttp.BasicAuth(client_id, secret)
         http = self.gw.http
         assert http is not None
         try:

@@ -17,7 +17,8 @@ from portcullis.admin.console import Console
 from portcullis.admin.http import API_PREFIX, admin_middleware
 from portcullis.admin.openapi import document
 from portcullis.config.model import Config
-from portcullis.identity.dev_issuer import DEV_PATH
+from portcullis.identity.dev_issuer import DEV_PATH, load_or_create_key
+from portcullis.identity.dev_login import DevLogin
 from portcullis.server.gateway import Gateway
 from portcullis.server.legacy_sse import LegacySseEndpoint
 from portcullis.server.mcp_endpoint import McpEndpoint
@@ -26,6 +27,7 @@ from portcullis.store.db import ensure_schema, make_engine
 log = logging.getLogger("portcullis")
 
 GATEWAY_KEY = web.AppKey("gateway", Gateway)
+DEV_LOGIN_KEY = web.AppKey("dev_login", DevLogin)
 AUDIT_KEY_PATH = "/.well-known/portcullis-audit-key"  # the public half of the checkpoint signing key
 
 
@@ -47,7 +49,13 @@ def build_app(config: Config) -> web.Application:
     app.router.add_get(DEV_PATH + "/.well-known/openid-configuration", _dev_discovery)
     access = Access(gw)
     AdminApi(gw, access).routes(app, API_PREFIX)
-    Console(gw, access).routes(app)
+    dev = None
+    if config.auth.mode == "oidc" and config.auth.dev_issuer.enabled:  # development only (docs/admin.md)
+        dev_cfg = config.auth.dev_issuer
+        dev = DevLogin(load_or_create_key(dev_cfg.key_file), lambda: gw.public_base, dev_cfg.token_ttl)
+        dev.routes(app)
+        app[DEV_LOGIN_KEY] = dev
+    Console(gw, access, dev if config.admin.console.client_id is None else None).routes(app)
     app.router.add_get(API_PREFIX + "/openapi.json", _openapi)
     app.router.add_get("/admin", _to_console)
     app.router.add_get("/healthz", _healthz)
@@ -97,7 +105,13 @@ async def _dev_discovery(request: web.Request) -> web.Response:
     if gw.auth.dev_issuer is None:
         return web.json_response({"error": "not_found"}, status=404)
     issuer = gw.auth.dev_issuer
-    return web.json_response({"issuer": issuer, "jwks_uri": issuer + "/jwks.json"})
+    doc: dict[str, object] = {"issuer": issuer, "jwks_uri": issuer + "/jwks.json"}
+    dev = request.app.get(DEV_LOGIN_KEY)
+    if dev is not None:
+        doc.update(
+            dev.discovery(), code_challenge_methods_supported=["S256"], grant_types_supported=["authorization_code"]
+        )
+    return web.json_response(doc)
 
 
 async def _audit_key(request: web.Request) -> web.Response:

@@ -163,3 +163,22 @@ async def test_every_refusal_under_the_admin_api_has_the_one_shape_and_the_secur
     assert status == 500 and body["error"] == "internal" and "secret-detail" not in str(body)
     async with http.get(base + "/elsewhere") as r:  # the MCP side keeps its own answers and headers
         assert "Content-Security-Policy" not in r.headers
+
+
+def test_the_development_sign_in_answers_this_machine_only() -> None:
+    from unittest.mock import Mock
+
+    from aiohttp.test_utils import make_mocked_request
+
+    from portcullis.identity.dev_login import _loopback_only
+
+    def request_from(peer: str) -> web.Request:
+        transport = Mock()
+        transport.get_extra_info.side_effect = lambda key, default=None: (peer, 4711) if key == "peername" else default
+        return make_mocked_request("GET", "/dev-issuer/authorize", transport=transport)
+
+    for peer in ("127.0.0.1", "::1"):
+        _loopback_only(request_from(peer))
+    for peer in ("10.0.0.7", "192.168.1.2", "2001:db8::1"):
+        with pytest.raises(web.HTTPForbidden):
+            _loopback_only(request_from(peer))
