@@ -24,7 +24,7 @@ from playwright.async_api import Browser, BrowserContext, Page, expect
 
 from portcullis.tasks import spawn
 from tests.support.browser import chromium, screenshot_path
-from tests.support.gateway import RunningGateway, start_gateway, write_config
+from tests.support.gateway import REPO_ROOT, RunningGateway, start_gateway, write_config
 from tests.support.oidc import OidcProvider
 from tests.support.raw import McpSession
 from tests.support.records import load_records
@@ -388,3 +388,67 @@ async def test_a_login_that_was_not_started_here_is_refused(
         assert "resource=" in location and "state=" in location
         set_cookie = r.headers["Set-Cookie"]
         assert "__Host-portcullis-login=" in set_cookie and "HttpOnly" in set_cookie and "Secure" in set_cookie
+
+
+AXE = REPO_ROOT / "node_modules" / "axe-core" / "axe.min.js"
+
+
+async def axe_violations(page: Page) -> list[str]:
+    """axe-core's WCAG 2.1 A/AA rules (labels, names, landmarks, contrast, ...) on the page as it is now."""
+    if not await page.evaluate("typeof axe !== 'undefined'"):
+        await page.evaluate(AXE.read_text())  # evaluated over CDP: the page's own CSP stays as it is
+    found = await page.evaluate(
+        "axe.run(document, {runOnly: {type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa']}})"
+        ".then(r => r.violations.map(v => `${v.id}: ${v.nodes.map(n => n.target.join(' ')).join(', ')}`))"
+    )
+    return list(found)
+
+
+async def test_every_page_passes_axe_and_an_approval_can_be_made_from_the_keyboard(
+    gateway: RunningGateway, op: OidcProvider, browser: Browser, http: aiohttp.ClientSession
+) -> None:
+    alice = await mcp(http, gateway, op, "alice")
+    waiting = spawn(alice.call_tool("echo", {"text": "refund order 7004"}))
+    try:
+        await pending_for(http, gateway, op, "order 7004")
+        ctx, page = await login(browser, gateway, "bob")
+        card = page.locator("article.approval", has_text="order 7004")
+        await expect(card).to_be_visible()
+        assert await axe_violations(page) == []
+        auditor_ctx, auditor = await login(browser, gateway, "carol")
+        for view, ready in (
+            ("sessions", "#sessions-table"),
+            ("audit", "#audit-table"),
+            ("permissions", "section.card"),
+            ("agents", "#servers-table"),
+        ):
+            await auditor.goto(f"{gateway.base}/ui/#/{view}")
+            await expect(auditor.locator(ready).first).to_be_visible()
+            assert await axe_violations(auditor) == [], view
+        await auditor_ctx.close()
+
+        # the keyboard alone: skip link, the reason, Tab to Approve, Enter
+        await page.goto(f"{gateway.base}/ui/#/inbox")
+        await page.reload()
+        await expect(card).to_be_visible()
+        await page.keyboard.press("Tab")
+        assert await page.evaluate("document.activeElement.textContent") == "Skip to content"
+        reason = card.get_by_label("Reason (recorded with your decision)")
+        await reason.focus()
+        await page.keyboard.type("approved from the keyboard")
+        # another request arriving meanwhile re-renders the live inbox: the half-typed reason and the focus stay
+        other = spawn(alice.call_tool("echo", {"text": "refund order 7005"}))
+        try:
+            await expect(page.locator("article.approval", has_text="order 7005")).to_be_visible()
+            await expect(reason).to_have_value("approved from the keyboard")
+            await expect(reason).to_be_focused()
+        finally:
+            other.cancel()
+        await page.keyboard.press("Tab")
+        assert await page.evaluate("document.activeElement.textContent") == "Approve"
+        await page.keyboard.press("Enter")
+        answer = await asyncio.wait_for(waiting, 30)
+        assert "result" in answer, answer
+        await ctx.close()
+    finally:
+        waiting.cancel()

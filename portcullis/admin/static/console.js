@@ -163,7 +163,10 @@ function closeInbox() {
   inbox = null;
 }
 
+const drafts = new Map(); // approval id -> the reason being typed: kept when the live list re-renders the inbox
+
 function renderInbox() {
+  const focused = document.activeElement && document.activeElement.id;
   const pending = approvals.filter((a) => a.state === 'pending');
   const decided = approvals.filter((a) => a.state !== 'pending').slice(0, 20);
   show(
@@ -174,12 +177,15 @@ function renderInbox() {
     h('h2', {}, 'Recently decided'),
     decided.length ? decidedTable(decided) : h('p', { class: 'muted' }, 'None yet.'),
   );
+  const again = focused && document.getElementById(focused);
+  if (again) again.focus({ preventScroll: true }); // a new request arriving does not take the typist's place
 }
 
 function approvalCard(a) {
   const mine = a.requester_subject === me.subject;
   const reasonId = `reason-${a.id}`;
-  const reason = h('textarea', { id: reasonId, name: 'reason', maxlength: 2000 });
+  const reason = h('textarea', { id: reasonId, name: 'reason', maxlength: 2000, oninput: (e) => drafts.set(a.id, e.target.value) });
+  reason.value = drafts.get(a.id) || '';
   const decide = async (verb, button) => {
     button.disabled = true;
     try {
@@ -391,7 +397,7 @@ function current() {
   return { view: view || 'inbox', arg: rest.join('/'), params: new URLSearchParams(query || '') };
 }
 
-async function route() {
+async function route(moved = true) {
   if (!me) return;
   const { view, arg, params } = current();
   for (const a of document.querySelectorAll('#nav a')) {
@@ -406,7 +412,7 @@ async function route() {
     else if (view === 'permissions') await renderPermissions(params);
     else if (view === 'agents') await renderAgents();
     else show(h('h1', {}, 'Not found'));
-    main.focus({ preventScroll: true });
+    if (moved) main.focus({ preventScroll: true }); // after navigation: screen readers start at the new content
   } catch (e) {
     if (e.status === 401) signIn('Your session has ended: sign in again.');
     else show(h('h1', {}, 'Could not load this page'), h('p', { class: 'error', role: 'alert' }, e.message));
@@ -422,8 +428,8 @@ async function start() {
   }
   header();
   openInbox();
-  window.addEventListener('hashchange', route);
-  await route();
+  window.addEventListener('hashchange', () => route(true));
+  await route(false);
 }
 
 start();
