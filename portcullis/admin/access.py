@@ -31,6 +31,7 @@ from enum import StrEnum
 from typing import Any
 
 from aiohttp import web
+from yarl import URL
 
 from portcullis.admin.http import ApiError
 from portcullis.errors import StoreError
@@ -48,10 +49,9 @@ COOKIE = "__Host-portcullis-console"
 CSRF_HEADER = "X-CSRF-Token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # path parameters recorded as they are, when they have the shape the gateway gives them (anything else: "{name}")
-RECORDED_PARAMS: dict[str, re.Pattern[str]] = {
-    "id": re.compile(r"^(apr_[A-Za-z0-9_-]{16}|[0-9a-f]{8,32})$"),  # approval ids, key and agent-token ids
-    "session": re.compile(r"^[A-Za-z0-9_-]{8,64}$"),
-    "server": re.compile(r"^[A-Za-z0-9_.-]{1,64}$"),
+RECORDED_PARAMS: dict[str, re.Pattern[str]] = {  # whole-value matches (fullmatch) of what the gateway mints
+    "id": re.compile(r"apr_[A-Za-z0-9_-]{16}|[0-9a-f]{12}"),  # approval ids; API-key and agent-token ids
+    "session": re.compile(r"[A-Za-z0-9_-]{32}"),  # secrets.token_urlsafe(24); a key or a cookie never has 32
 }
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -73,14 +73,17 @@ class Who:
 
     @property
     def person(self) -> bool:
-        return self.caller.principal.kind != "apikey"
+        """A person (an OIDC user), not an API key or a service (client credentials): only people approve."""
+        return self.caller.principal.kind == "user"
 
 
-def roles_of(gw: Gateway, groups: frozenset[str]) -> frozenset[Role]:
+def roles_of(gw: Gateway, groups: frozenset[str], kind: str = "user") -> frozenset[Role]:
+    """Roles from groups. The admin role is for people only: an API key or a service in an admin group is an
+    auditor (a key cannot outlive the person who made it with admin rights)."""
     cfg = gw.config.admin
     out: set[Role] = set()
     if groups & set(cfg.admin_groups):
-        out |= {Role.ADMIN, Role.AUDITOR}
+        out |= {Role.ADMIN, Role.AUDITOR} if kind == "user" else {Role.AUDITOR}
     if groups & set(cfg.auditor_groups):
         out.add(Role.AUDITOR)
     approvers = {g for r in gw.policy.policy.all_rules() for g in r.approvers}
@@ -145,7 +148,7 @@ class Access:
                 raise ApiError(
                     exc.status, exc.description, {"WWW-Authenticate": f'Bearer error="{exc.error}"'}
                 ) from None
-            return Who(caller, roles_of(gw, caller.principal.groups), "bearer")
+            return Who(caller, roles_of(gw, caller.principal.groups, caller.principal.kind), "bearer")
         secret = request.cookies.get(COOKIE)
         if secret:
             try:
@@ -162,11 +165,21 @@ class Access:
             request["admin_caller"] = caller
             if request.method not in SAFE_METHODS:
                 self._check_csrf(request, session.csrf)
-            return Who(caller, roles_of(gw, caller.principal.groups), "console", session.csrf)
+            return Who(caller, roles_of(gw, caller.principal.groups, caller.principal.kind), "console", session.csrf)
         request["admin_refused"] = "invalid_request: no bearer token or console session"
         raise ApiError(
             401, "no bearer token or console session", {"WWW-Authenticate": 'Bearer error="invalid_request"'}
         )
+
+    async def console_session_alive(self, request: web.Request) -> bool:
+        """Whether the console session of this request still lives (not signed out, not expired)."""
+        secret = request.cookies.get(COOKIE)
+        if not secret:
+            return False
+        try:
+            return await asyncio.to_thread(console_sessions.load, self.gw.engine, secret) is not None
+        except Exception:
+            return False
 
     def _check_csrf(self, request: web.Request, expected: str) -> None:
         sent = request.headers.get(CSRF_HEADER, "")
@@ -174,7 +187,7 @@ class Access:
             request["admin_refused"] = "CSRF token missing or wrong"
             raise ApiError(403, f"a console request that changes something needs the session's {CSRF_HEADER}")
         origin = request.headers.get("Origin")
-        if origin is not None and origin != _origin(self.gw.public_base):
+        if origin is not None and _origin(origin) != _origin(self.gw.public_base):
             request["admin_refused"] = "cross-origin"
             raise ApiError(403, "cross-origin requests are refused")
 
@@ -224,6 +237,10 @@ class Access:
             return False
         return True
 
+    async def record_unrouted(self, request: web.Request, status: int) -> bool:
+        """A request under /admin/api or /ui that matched no route (404, 405): recorded as ``(unrouted)``."""
+        return await self._record(request, status, frozenset())
+
     async def record_open(self, request: web.Request, query_keys: frozenset[str]) -> None:
         """For a stream: record its opening (status 200) before the first byte goes out, or refuse it."""
         if not await self._record(request, 200, query_keys):
@@ -242,7 +259,7 @@ def recorded_target(request: web.Request, query_keys: frozenset[str]) -> str:
     path = resource.canonical if resource is not None else "(unrouted)"
     for name, value in request.match_info.items():
         pattern = RECORDED_PARAMS.get(name)
-        if pattern is not None and pattern.match(value):
+        if pattern is not None and pattern.fullmatch(value):
             path = path.replace("{" + name + "}", value)
     names = set(request.query.keys())
     keys = sorted(names & query_keys)
@@ -252,8 +269,13 @@ def recorded_target(request: web.Request, query_keys: frozenset[str]) -> str:
 
 
 def _origin(url: str) -> str:
-    scheme, _, rest = url.partition("://")
-    return f"{scheme}://{rest.split('/', 1)[0]}"
+    """scheme://host:port, normalised (case, default ports, a trailing dot): equal origins compare equal."""
+    try:
+        u = URL(url)
+        host = (u.host or "").lower().rstrip(".")
+        return f"{(u.scheme or '').lower()}://{host}:{u.port}"
+    except ValueError:
+        return url
 
 
 def _role_config(role: Role) -> str:

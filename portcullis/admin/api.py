@@ -9,6 +9,7 @@ built from that list, so the document cannot drift from what is served. Authenti
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -20,8 +21,8 @@ from sqlalchemy import select
 
 from portcullis.admin import schemas as S
 from portcullis.admin.access import Access, Role, Who, caller_doc
-from portcullis.admin.http import ApiError, json_response
-from portcullis.admin.permissions import effective_permissions, explain_json, named_items
+from portcullis.admin.http import SECURITY_HEADERS, ApiError, json_response
+from portcullis.admin.permissions import effective_permissions, explain_json, for_caller, named_items
 from portcullis.approvals.book import ApprovalError, Voter
 from portcullis.approvals.model import STATES
 from portcullis.audit.codec import record_json
@@ -30,14 +31,20 @@ from portcullis.audit.search import DECISIONS, MAX_TEXT, Query, parse_when, sear
 from portcullis.policy.model import PolicyRequest, Principal
 from portcullis.server.gateway import Gateway
 from portcullis.store import agent_tokens, apikeys
-from portcullis.store.queries import get_session, list_sessions, session_records
+from portcullis.store.queries import count_session_records, get_session, list_sessions, session_records
 from portcullis.store.schema import grants
 
 MAX_REASON = 2000
 MAX_BODY = 64 * 1024
 TIMELINE_LIMIT = 5000
+EXPORT_LIMIT = 50_000  # records; a longer session is exported with the CLI
+log = logging.getLogger("portcullis.admin")
 STREAM_POLL = 1.0  # seconds between looks at the store for a live inbox (other replicas' changes)
 STREAM_HEARTBEAT = 15.0
+STREAM_LIFETIME = 600.0  # seconds; then the browser's EventSource reconnects (and authenticates again)
+STREAM_RECHECK = 5.0  # seconds between checks that a console stream's session still lives
+STREAMS_PER_CALLER = 4
+STREAMS_TOTAL = 200
 
 AUDIT_QUERY = (
     "principal",
@@ -136,8 +143,9 @@ OPERATIONS: tuple[Operation, ...] = (
               "One session's timeline: every record in order, payloads as recorded (masked), decisions, latencies",
               "sessions", Role.AUDITOR, "session", answer=S.TIMELINE, errors=(404,)),
     Operation("GET", "/sessions/{session}/export", "exportSession",
-              "The session document of `portcullis sessions export` (verifiable, replayable)", "sessions",
-              Role.AUDITOR, "session_export", answer=S.obj({"format": {"type": "string"}}, ["format"]), errors=(404,)),
+              "The session document of `portcullis sessions export` (verifiable, replayable): the record of record, "
+              "client-sent values as sent", "sessions", Role.ADMIN, "session_export",
+              answer=S.obj({"format": {"type": "string"}}, ["format"]), errors=(404, 413)),
     Operation("GET", "/audit/records", "searchAudit", "Search the audit trail (as `portcullis audit search`)", "audit",
               Role.AUDITOR, "audit_records",
               query=(_p("principal", "the caller's subject, client id or e-mail (exact)", **_TEXT),
@@ -190,6 +198,7 @@ class AdminApi:
     def __init__(self, gw: Gateway, access: Access) -> None:
         self.gw = gw
         self.access = access
+        self._streams: dict[str, int] = {}  # caller key -> open inbox streams
 
     def routes(self, app: web.Application, prefix: str) -> None:
         for op in OPERATIONS:
@@ -245,7 +254,7 @@ class AdminApi:
                 "draining": gw.draining,
                 "policy_version": gw.policy.version,
                 "servers": servers,
-                "agents": gw.agents.observed(),
+                "agents": gw.agents.observed() if Role.AUDITOR in who.roles else [],
             }
         )
 
@@ -257,23 +266,49 @@ class AdminApi:
         return json_response({"approvals": await self._visible_approvals(who, state, limit)})
 
     async def _visible_approvals(self, who: Who, state: str | None, limit: int) -> list[dict[str, Any]]:
-        rows = await asyncio.to_thread(self.gw.approvals.list, state, limit)
-        return [_shown(r) for r in rows if _may_see(who, r)]
+        c = who.caller
+        rows = await asyncio.to_thread(self.gw.approvals.list_for, c.key, c.principal.groups, state, limit)
+        return [_shown(r) for r in rows]
 
     async def approvals_stream(self, request: web.Request, who: Who) -> web.StreamResponse:
         """The inbox, live: the list is sent at once and again whenever it changes (this replica's decisions and
-        new holds wake it at once; other replicas' within :data:`STREAM_POLL` seconds)."""
-        state = request.query.get("state")
+        new holds wake it at once; other replicas' within :data:`STREAM_POLL` seconds). A stream lasts at most
+        :data:`STREAM_LIFETIME` (the browser reconnects, authenticating again) and ends within
+        :data:`STREAM_RECHECK` seconds of its console session's end; a caller has at most
+        :data:`STREAMS_PER_CALLER` open, the gateway :data:`STREAMS_TOTAL`."""
+        state = _state(request)
+        key = who.caller.key
+        if self._streams.get(key, 0) >= STREAMS_PER_CALLER or sum(self._streams.values()) >= STREAMS_TOTAL:
+            request["admin_refused"] = "too many open inbox streams"
+            raise ApiError(429, "too many open inbox streams: close one", {"Retry-After": "5"})
         await self.access.record_open(request, frozenset({"state"}))
-        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store"})
-        from portcullis.admin.http import SECURITY_HEADERS
+        self._streams[key] = self._streams.get(key, 0) + 1
+        try:
+            resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", **SECURITY_HEADERS})
+            await resp.prepare(request)
+            await self._stream(request, resp, who, state)
+        except (ConnectionError, asyncio.CancelledError):
+            raise
+        except Exception:  # after the answer began nothing else can be said: end the stream, log the defect
+            log.exception("the approvals stream failed")
+        finally:
+            self._streams[key] -= 1
+            if not self._streams[key]:
+                del self._streams[key]
+        return resp
 
-        resp.headers.update(SECURITY_HEADERS)
-        await resp.prepare(request)
+    async def _stream(self, request: web.Request, resp: web.StreamResponse, who: Who, state: str | None) -> None:
+        loop = asyncio.get_running_loop()
+        started = checked = loop.time()
         last: bytes | None = None
         quiet = 0.0
         wake = self.gw.approvals_changed
-        while not self.gw.draining:
+        while not self.gw.draining and loop.time() - started < STREAM_LIFETIME:
+            if who.via == "console" and loop.time() - checked >= STREAM_RECHECK:
+                if not await self.access.console_session_alive(request):
+                    return  # signed out or expired: nothing more for this browser
+                checked = loop.time()
+            seen = wake.version  # before the query: a change during it wakes the next wait at once
             rows = await self._visible_approvals(who, state, 200)
             body = orjson.dumps({"approvals": rows})
             if body != last:
@@ -282,12 +317,10 @@ class AdminApi:
             elif quiet >= STREAM_HEARTBEAT:
                 await resp.write(b": keep-alive\n\n")
                 quiet = 0.0
-            seen = wake.version
             try:
                 await asyncio.wait_for(wake.wait_past(seen), STREAM_POLL)
             except TimeoutError:
                 quiet += STREAM_POLL
-        return resp
 
     async def approval(self, request: web.Request, who: Who) -> web.Response:
         row = await asyncio.to_thread(self.gw.approvals.get, request.match_info["id"])
@@ -308,8 +341,11 @@ class AdminApi:
         caller = who.caller
         reason, grant = _decision_body(await _json_body(request, allow_empty=True))
         approval_id = request.match_info["id"]
+        seen = await asyncio.to_thread(self.gw.approvals.get, approval_id)
+        if seen is None or not _may_see(who, seen):
+            raise ApiError(404, "no such approval request")  # as a read answers: nothing told about others' requests
         if decision != "deny" and not who.person:
-            raise ApiError(403, "an API key may deny but not approve or review: approvals are made by people")
+            raise ApiError(403, "only people approve or review: an API key or a service may deny, nothing more")
         voter = Voter(caller.principal.subject, caller.key, caller.record_text, caller.principal.groups)
         try:
             row = await asyncio.to_thread(self.gw.approvals.vote, approval_id, voter, decision, reason, None, grant)
@@ -366,29 +402,36 @@ class AdminApi:
     async def session(self, request: web.Request, who: Who) -> web.Response:
         sid = request.match_info["session"]
 
-        def load() -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
-            return get_session(self.gw.engine, sid), session_records(self.gw.engine, sid)
+        def load() -> tuple[dict[str, Any] | None, list[dict[str, Any]], int]:
+            engine = self.gw.engine
+            recs = session_records(engine, sid, limit=TIMELINE_LIMIT + 1, sealed=False)
+            total = len(recs) if len(recs) <= TIMELINE_LIMIT else count_session_records(engine, sid)
+            return get_session(engine, sid), recs[:TIMELINE_LIMIT], total
 
-        row, recs = await asyncio.to_thread(load)
+        row, recs, total = await asyncio.to_thread(load)
         if row is None and not recs:
             raise ApiError(404, "no such session")
-        shown = [_timeline_record(r) for r in recs[:TIMELINE_LIMIT]]
+        shown = await asyncio.to_thread(self._displayed, [_timeline_record(r) for r in recs])
         return json_response(
             {
-                "session": None if row is None else _session_json({**row, "records": len(recs)}),
+                "session": None if row is None else _session_json({**row, "records": total}),
                 "records": shown,
-                "truncated": len(recs) > TIMELINE_LIMIT,
+                "truncated": total > TIMELINE_LIMIT,
             }
         )
 
     async def session_export(self, request: web.Request, who: Who) -> web.Response:
         sid = request.match_info["session"]
         try:
-            doc = await asyncio.to_thread(export_session, self.gw.engine, sid)
+            doc = await asyncio.to_thread(export_session, self.gw.engine, sid, EXPORT_LIMIT, False)
         except LookupError:
             raise ApiError(404, "no such session") from None
-        for r in doc.get("records", []):
-            r["sealed_b64"] = None  # the sealed originals stay in the store (portcullis sessions export has them)
+        except OverflowError:
+            raise ApiError(
+                413, f"the session has more than {EXPORT_LIMIT} records: `portcullis sessions export`"
+            ) from None
+        if doc.get("session") is not None:
+            doc["session"] = {k: v for k, v in doc["session"].items() if k not in ("owner", "state")}
         resp = json_response(doc)
         resp.headers["Content-Disposition"] = f'attachment; filename="session-{sid[:64]}.json"'
         return resp
@@ -408,14 +451,25 @@ class AdminApi:
                 since_ns=parse_when(q.get("since")),
                 until_ns=parse_when(q.get("until")),
                 text=q.get("text"),
-                limit=int(q.get("limit", "100")),
+                limit=_int(q.get("limit"), "limit", 100, 1, 1000),
+                text_in_requests=Role.ADMIN in who.roles,
                 cursor=_int(q.get("cursor"), "cursor", 0, 0, 2**63 - 1) if "cursor" in q else None,
                 responses=_flag(q.get("responses"), "responses"),
             )
         except ValueError as exc:
             raise ApiError(400, f"bad query: {exc}") from None
         rows, nxt = await asyncio.to_thread(search, self.gw.engine, query)
+        rows = await asyncio.to_thread(self._displayed, rows)
         return json_response({"records": rows, "next_cursor": nxt})
+
+    def _displayed(self, docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """What clients sent is recorded as sent (the record of record); the API shows it masked like responses
+        (``display_masked`` says what was masked; a message that cannot be masked is not shown)."""
+        for doc in docs:
+            for d in (doc, doc.get("response")):
+                if isinstance(d, dict) and d.get("direction") == "c2s" and isinstance(d.get("payload"), str):
+                    d["payload"], d["display_masked"] = self.gw.mask_for_display(d["server"], d["payload"])
+        return docs
 
     async def audit_exports(self, request: web.Request, who: Who) -> web.Response:
         ex = self.gw.exporter
@@ -459,6 +513,8 @@ class AdminApi:
             principal = Principal(subject=subject or "(anyone)", email=email, groups=groups)
         known = await asyncio.to_thread(self._known_items)
         result = effective_permissions(self.gw.policy.engine, principal, list(self.gw.config.servers), known)
+        if Role.AUDITOR not in who.roles:
+            result = for_caller(result)  # what tools/list would show them: no denied items, no rule text
         return json_response(result)
 
     def _known_items(self) -> dict[str, dict[str, list[str]]]:
@@ -536,13 +592,17 @@ class AdminApi:
         if not isinstance(groups, list) or not all(isinstance(g, str) and 0 < len(g) <= 200 for g in groups):
             raise ApiError(400, "groups: expected a list of group names")
         ttl = _ttl(body.get("ttl_seconds"))
+        if set(groups) & set(self.gw.config.admin.admin_groups):
+            raise ApiError(400, "groups: an API key cannot carry admin.admin_groups (admin rights are for people)")
         key, secret = await asyncio.to_thread(apikeys.create, self.gw.engine, name, owner, groups, ttl)
+        await self.gw.reload_api_keys()
         return json_response({**S.api_key_json(key), "token": secret}, status=201)
 
     async def api_key_revoke(self, request: web.Request, who: Who) -> web.Response:
         ok = await asyncio.to_thread(apikeys.revoke, self.gw.engine, request.match_info["id"])
         if not ok:
             raise ApiError(404, "no such live API key")
+        await self.gw.reload_api_keys()  # refused on this replica at once; the others within auth.api_key_refresh
         return json_response({"id": request.match_info["id"], "revoked": True})
 
 
@@ -623,7 +683,14 @@ def _check_fields(body: dict[str, Any], allowed: set[str]) -> None:
 
 async def _json_body(request: web.Request, allow_empty: bool = False) -> dict[str, Any]:
     ctype = request.headers.get("Content-Type", "")
-    raw = await request.content.read(MAX_BODY + 1)
+    if (request.content_length or 0) > MAX_BODY:
+        raise ApiError(413, f"the body is larger than {MAX_BODY} bytes")
+    raw = bytearray()
+    while len(raw) <= MAX_BODY:  # the whole body, however it arrives, up to one byte past the limit
+        chunk = await request.content.read(MAX_BODY + 1 - len(raw))
+        if not chunk:
+            break
+        raw += chunk
     if len(raw) > MAX_BODY:
         raise ApiError(413, f"the body is larger than {MAX_BODY} bytes")
     if not raw:

@@ -25,6 +25,7 @@ import hashlib
 import hmac
 import html
 import logging
+import re
 import secrets
 import time
 import urllib.parse
@@ -48,6 +49,7 @@ log = logging.getLogger("portcullis.console")
 LOGIN_COOKIE = "__Host-portcullis-login"
 LOGIN_TTL = 600
 STATIC_TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml"}
+ERROR_CODE = re.compile(r"[a-z_]{1,40}")  # RFC 6749 4.1.2.1 error codes; anything else is not echoed
 CALLBACK_KEYS = frozenset({"code", "state", "error", "error_description", "iss", "session_state"})
 
 
@@ -148,8 +150,9 @@ class Console:
         kept = request.cookies.get(LOGIN_COOKIE, "")
         state, _, verifier = kept.partition(".")
         if "error" in q:
-            request["admin_refused"] = f"identity provider: {q['error'][:80]}"
-            return self._failed(f"The identity provider refused the login ({q['error'][:80]}).")
+            said = q["error"] if ERROR_CODE.fullmatch(q["error"]) else "an unrecognised error"  # OAuth error codes
+            request["admin_refused"] = f"identity provider: {said}"
+            return self._failed(f"The identity provider refused the login ({said}).")
         sent = q.get("state", "")
         if not state or not sent or not hmac.compare_digest(state.encode(), sent.encode()):
             request["admin_refused"] = "login state missing or wrong"
@@ -167,8 +170,9 @@ class Console:
         except LoginError as exc:
             request["admin_refused"] = str(exc)[:200]
             return self._failed(str(exc), 502)
-        if caller.principal.kind == "apikey":
-            return self._failed("API keys cannot log in to the console.", 403)
+        if caller.principal.kind != "user":
+            request["admin_refused"] = f"a {caller.principal.kind} cannot sign in"
+            return self._failed("Only people sign in to the console (this token is not a user's).", 403)
         request["admin_caller"] = caller
         expires = time.time_ns() + self._cfg.session_ttl * 1_000_000_000
         secret, _session = await asyncio.to_thread(console_sessions.create, self.gw.engine, caller_doc(caller), expires)
@@ -187,7 +191,13 @@ class Console:
         raise resp
 
     async def logout(self, request: web.Request) -> web.Response:
-        who = await self.access.who(request)
+        """Ends the console session (CSRF-checked like every change) and always clears the cookie."""
+        try:
+            who = await self.access.who(request)
+        except ApiError as exc:
+            if exc.status == 401:  # the session had ended already: the cookie goes too
+                exc.del_cookie(COOKIE, path="/", secure=True, httponly=True, samesite="Strict")
+            raise
         secret = request.cookies.get(COOKIE)
         if who.via == "console" and secret:
             await asyncio.to_thread(console_sessions.end, self.gw.engine, secret)

@@ -28,6 +28,7 @@ CODES: dict[int, str] = {
     409: "conflict",
     413: "payload_too_large",
     415: "unsupported_media_type",
+    429: "too_many_requests",
     500: "internal",
     503: "unavailable",
 }
@@ -46,6 +47,11 @@ SECURITY_HEADERS = {
     "Cross-Origin-Resource-Policy": "same-origin",
     "Permissions-Policy": "camera=(), microphone=(), geolocation=()",
 }
+
+
+# records an admin request that matched no route (Access.record_unrouted; the raw path is never recorded)
+Recorder = Callable[[web.Request, int], Awaitable[bool]]
+UNROUTED_KEY: web.AppKey[Recorder] = web.AppKey("admin_unrouted")
 
 
 class ApiError(web.HTTPException):
@@ -89,6 +95,9 @@ async def admin_middleware(
         if exc.status < 400:  # redirects
             _harden(exc)
             raise
+        recorder = request.app.get(UNROUTED_KEY)
+        if recorder is not None and request.match_info.http_exception is not None:  # no route: recorded too
+            await recorder(request, exc.status)
         shaped = ApiError(exc.status, _plain_message(exc), _kept_headers(exc))
         _harden(shaped)
         raise shaped from None

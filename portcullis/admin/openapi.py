@@ -34,7 +34,10 @@ def document(server_url: str, servers: list[str]) -> dict[str, Any]:
                 "content": {op.answer_type: {"schema": op.answer}},
             },
         }
-        for status in sorted({400, 401, 403, 503, *op.errors}):
+        common = {400, 401, 403, 404, 405, 503} | ({413, 415} if op.body is not None else set())
+        if op.path.endswith("/stream"):
+            common.add(429)
+        for status in sorted(common | set(op.errors)):
             answers[str(status)] = {"$ref": f"#/components/responses/E{status}"}
         spec: dict[str, Any] = {
             "operationId": op.name,

@@ -103,3 +103,25 @@ def effective_permissions(
         "policy_version": engine.version,
         "servers": out,
     }
+
+
+def for_caller(result: dict[str, Any]) -> dict[str, Any]:
+    """Effective permissions as a caller may see their own: the servers they may list and the items they may use or
+    ask for (as ``tools/list`` would show them), without rule names or reasons (the policy is for auditors)."""
+    servers = []
+    for srv in result["servers"]:
+        if srv["access"] == "deny":
+            continue
+        items = [_plain(i) for i in srv["items"] if i["decision"] != "deny"]
+        servers.append({**srv, "items": items, "unlisted": _plain(srv["unlisted"])})
+    return {**result, "servers": servers}
+
+
+def _plain(item: dict[str, Any]) -> dict[str, Any]:
+    reason = {
+        "allow": "allowed",
+        "hold": "needs an approval",
+        "deny": "not allowed",
+        "depends": "depends on the arguments",
+    }[item["decision"]]
+    return {**item, "rule": None, "reason": reason}

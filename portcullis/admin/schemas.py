@@ -161,6 +161,7 @@ RECORD = obj(
         "rule": N_STR,
         "masked": N_STR,
         "payload": N_STR,
+        "display_masked": arr({"type": "object"}),
         "hash": N_STR,
     },
     ["ts_ns", "server", "direction", "kind"],

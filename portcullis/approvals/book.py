@@ -13,12 +13,13 @@ Every method is one short transaction; the gateway calls them off the event loop
 
 from __future__ import annotations
 
+import builtins
 import time
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from sqlalchemy import Engine, and_, func, insert, select, update
+from sqlalchemy import Engine, and_, func, insert, or_, select, update
 
 from portcullis.approvals.model import (
     APPROVED,
@@ -232,6 +233,22 @@ class ApprovalBook:
             q = q.where(approvals.c.state == state)
         with self.engine.connect() as conn:
             return [_public(dict(r), None) for r in conn.execute(q).mappings()]
+
+    def list_for(
+        self, requester_key: str, groups: frozenset[str], state: str | None = None, limit: int = 100
+    ) -> builtins.list[dict[str, Any]]:  # `list` is a method here
+        """The newest ``limit`` requests this caller may see: asked for by them, or naming one of their groups as
+        approvers (the visibility filter runs in SQL, before the limit)."""
+        c = approvals.c
+        who = [c.requester_key == requester_key]
+        who += [c.approvers.contains(orjson.dumps(g).decode(), autoescape=True) for g in sorted(groups)]
+        q = select(approvals).where(or_(*who)).order_by(c.created_ns.desc()).limit(limit)
+        if state is not None:
+            q = q.where(c.state == state)
+        with self.engine.connect() as conn:
+            rows = [_public(dict(r), None) for r in conn.execute(q).mappings()]
+        # the SQL test is a substring of the JSON list: keep exactly the rows whose list names one of the groups
+        return [r for r in rows if r["requester_key"] == requester_key or set(r["approvers"]) & groups]
 
     def vote(
         self,

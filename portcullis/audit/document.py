@@ -68,10 +68,13 @@ class Document:
 # --- writing ---------------------------------------------------------------------------------------------------
 
 
-def export_session(engine: Engine, session_id: str) -> dict[str, Any]:
-    """The current-version document of one session from the store (LookupError if there is none)."""
+def export_session(engine: Engine, session_id: str, limit: int | None = None, sealed: bool = True) -> dict[str, Any]:
+    """The current-version document of one session from the store (LookupError if there is none; OverflowError if
+    it has more than ``limit`` records). ``sealed=False``: without the sealed originals."""
     s = get_session(engine, session_id)
-    recs = session_records(engine, session_id)
+    recs = session_records(engine, session_id, None if limit is None else limit + 1, sealed)
+    if limit is not None and len(recs) > limit:
+        raise OverflowError(f"more than {limit} records")
     if s is None and not recs:
         raise LookupError(f"no session {session_id!r}")
     return make_document(s, recs, covering_checkpoints(engine, recs))

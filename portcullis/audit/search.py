@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, Engine, String, cast, func, or_, select
+from sqlalchemy import Connection, Engine, String, and_, cast, func, or_, select
 from sqlalchemy.sql import ColumnElement
 
 from portcullis.audit.codec import record_json
@@ -69,6 +69,8 @@ class Query:
     limit: int = 100
     cursor: int | None = None  # only records with seq below this (the previous page's next_cursor)
     responses: bool = False
+    # False: ``text`` matches what servers and the gateway wrote (masked) and details, not client-sent payloads
+    text_in_requests: bool = True
 
     def __post_init__(self) -> None:
         if self.decision is not None and self.decision not in DECISIONS:
@@ -89,7 +91,8 @@ def parse_when(text: str | None, now_ns: int | None = None) -> int | None:
     now = time.time_ns() if now_ns is None else now_ns
     m = _RELATIVE.match(text)
     if m is not None:
-        return _clamp(now - int(float(m.group(1)) * _UNITS[m.group(2).lower()] * 1_000_000_000))
+        back = float(m.group(1)) * _UNITS[m.group(2).lower()] * 1_000_000_000
+        return _clamp(now - int(back)) if back < 2**64 else -(2**63)  # further back than 64 bits reach: the start
     if text.strip().isdigit():
         return _clamp(int(text))
     t = _rfc3339(text.strip())
@@ -206,12 +209,10 @@ def _where(engine: Engine, q: Query) -> list[ColumnElement[bool]]:
         w.append(records.c.kind == "request")
         w.append(_payload_like(engine, _json_string(q.tool), lower=False))
     if q.text is not None:
-        w.append(
-            or_(
-                _payload_like(engine, _text_forms(q.text), lower=True),
-                records.c.detail.ilike(_like(q.text), escape="\\"),
-            )
-        )
+        in_payload = _payload_like(engine, _text_forms(q.text), lower=True)
+        if not q.text_in_requests:  # what clients sent is stored as sent: no search oracle over its values
+            in_payload = and_(records.c.direction != "c2s", in_payload)
+        w.append(or_(in_payload, records.c.detail.ilike(_like(q.text), escape="\\")))
     return w
 
 
@@ -251,6 +252,7 @@ def _exact(row: dict[str, Any], q: Query) -> bool:
     if q.text is not None:
         payload = bytes(row["payload"] or b"").translate(_ASCII_LOWER)
         in_payload = any(f.encode("utf-8", "surrogatepass") in payload for f in _text_forms(q.text))
+        in_payload = in_payload and (q.text_in_requests or row["direction"] != "c2s")
         if not in_payload and q.text.lower() not in (row["detail"] or "").lower():
             return False
     return True

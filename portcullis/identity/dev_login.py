@@ -129,6 +129,8 @@ class DevLogin:
                 del self._codes[code]
         code = secrets.token_urlsafe(32)
         resource = form.get("resource") or self.public_base
+        if resource != self.public_base:
+            raise _refuse(400, "the development issuer mints tokens for this gateway only")
         self._codes[code] = _Code(self.callback, form["code_challenge"], resource, user, groups, now + CODE_TTL)
         query = urllib.parse.urlencode({"code": code, "state": form["state"], "iss": self.issuer})
         raise web.HTTPSeeOther(f"{self.callback}?{query}", headers=HEADERS)

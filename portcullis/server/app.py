@@ -14,7 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from portcullis.admin.access import Access
 from portcullis.admin.api import AdminApi
 from portcullis.admin.console import Console
-from portcullis.admin.http import API_PREFIX, admin_middleware
+from portcullis.admin.http import API_PREFIX, UNROUTED_KEY, admin_middleware
 from portcullis.admin.openapi import document
 from portcullis.config.model import Config
 from portcullis.identity.dev_issuer import DEV_PATH, load_or_create_key
@@ -48,6 +48,7 @@ def build_app(config: Config) -> web.Application:
     app.router.add_get(DEV_PATH + "/jwks.json", _dev_jwks)
     app.router.add_get(DEV_PATH + "/.well-known/openid-configuration", _dev_discovery)
     access = Access(gw)
+    app[UNROUTED_KEY] = access.record_unrouted
     AdminApi(gw, access).routes(app, API_PREFIX)
     dev = None
     if config.auth.mode == "oidc" and config.auth.dev_issuer.enabled:  # development only (docs/admin.md)

@@ -682,6 +682,21 @@ class Gateway:
         text = orjson.dumps(body["params"]).decode()
         return text if len(text) <= 16_384 else None
 
+    def mask_for_display(self, server: str, payload: str) -> tuple[str | None, list[dict[str, Any]]]:
+        """A recorded client→server message as the admin API shows it: masked like a response to a caller with no
+        groups (the record keeps what the client sent; masking of recorded requests is not built). ``(None, [])``
+        when it cannot be masked: then it is not shown at all."""
+        if self._masker is None:
+            return payload, []
+        try:
+            body = {"message": orjson.loads(payload)}
+            res = self._masker.mask(body, "message", self._masker.plan(server, frozenset()), None, "display")
+        except Exception:
+            return None, []
+        if not res.changed:
+            return payload, []
+        return orjson.dumps(body["message"]).decode(), res.masked
+
     def _release(self, flow: Flow, hold: Hold, approval_id: str, seen: int, how: str) -> int:
         """The held call goes on: its answer is withdrawn and the stages after authz see the request."""
         flow.unanswer(f"released by approval {approval_id}{how}")

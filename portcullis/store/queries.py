@@ -45,10 +45,27 @@ def get_session(engine: Engine, session_id: str) -> dict[str, Any] | None:
         return dict(row._mapping) if row is not None else None
 
 
-def session_records(engine: Engine, session_id: str) -> list[dict[str, Any]]:
-    q = select(records).where(records.c.session_id == session_id).order_by(records.c.seq)
+def session_records(
+    engine: Engine, session_id: str, limit: int | None = None, sealed: bool = True
+) -> list[dict[str, Any]]:
+    """A session's records in order; at most ``limit``; ``sealed=False`` leaves the sealed originals in the store
+    (``sealed`` is then None, not read at all)."""
+    cols = list(records.c) if sealed else [c for c in records.c if c.name != "sealed"]
+    q = select(*cols).where(records.c.session_id == session_id).order_by(records.c.seq)
+    if limit is not None:
+        q = q.limit(limit)
     with engine.connect() as conn:
-        return [dict(r._mapping) for r in conn.execute(q)]
+        rows = [dict(r._mapping) for r in conn.execute(q)]
+    if not sealed:
+        for r in rows:
+            r["sealed"] = None
+    return rows
+
+
+def count_session_records(engine: Engine, session_id: str) -> int:
+    q = select(func.count()).select_from(records).where(records.c.session_id == session_id)
+    with engine.connect() as conn:
+        return int(conn.execute(q).scalar_one())
 
 
 def all_records(engine: Engine) -> list[dict[str, Any]]:

@@ -215,6 +215,6 @@ console_sessions = Table(  # web console logins (portcullis/admin/console.py); t
     Column("caller", Text, nullable=False),  # JSON: the principal as the token named it (no token is kept)
     Column("csrf", String(64), nullable=False),  # the session's CSRF token (sent by the console in X-CSRF-Token)
     Column("created_ns", BigInteger, nullable=False),
-    Column("expires_ns", BigInteger, nullable=False),  # at the latest the access token's own expiry
+    Column("expires_ns", BigInteger, nullable=False),  # sign-in + admin.console.session_ttl
     Column("ended_ns", BigInteger),  # logout
 )

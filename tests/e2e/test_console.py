@@ -2,8 +2,8 @@
 OpenID provider (authorization code + PKCE, the gateway as the client), in front of a real gateway and the bundled
 demo MCP server.
 
-Users (tests/node/oidc_provider.mjs): alice (eng, oncall) is held on ``echo`` and asks; bob (eng) approves; carol
-(auditors) reads sessions and the trail but decides nothing; dave (no groups) has no role at all.
+Users (tests/node/oidc_provider.mjs): alice (eng, oncall) is held on ``echo`` when it is about a refund, and asks;
+bob (eng) approves; carol (auditors) reads sessions and the trail but decides nothing; dave (no groups) has no role.
 """
 
 from __future__ import annotations
@@ -41,9 +41,9 @@ rules:
   - id: lists
     allow: {methods: [tools/list]}
   - id: reads
-    allow: {tools: [query_customers, current_time]}
+    allow: {tools: [query_customers, current_time, echo]}
   - id: refunds-need-approval
-    hold: {groups: [oncall], tools: [echo], approvers: [eng]}
+    hold: {groups: [oncall], tools: [echo], approvers: [eng], when: "arguments.text.contains('refund')"}
 """
 UI_TIMEOUT_MS = 20_000
 
@@ -186,7 +186,7 @@ async def test_without_approver_rights_nobody_approves_neither_in_the_ui_nor_thr
             }""",
             [req["id"], None],
         )
-        assert status == 403 and body["error"] == "forbidden", body
+        assert status == 404 and body["error"] == "not_found", body  # not hers: as if it did not exist
         await ctx.close()
 
         ctx, page = await login(browser, gateway, "alice")  # the requester sees her request, and cannot decide it
@@ -199,7 +199,7 @@ async def test_without_approver_rights_nobody_approves_neither_in_the_ui_nor_thr
         async with http.post(
             f"{gateway.base}/admin/api/approvals/{req['id']}/approve", headers={"Authorization": f"Bearer {dave}"}
         ) as r:
-            assert r.status == 403 and (await r.json())["error"] == "forbidden"
+            assert r.status == 404 and (await r.json())["error"] == "not_found"
         bob = await op.aio.user_token("bob", gateway.base)
         async with http.get(
             f"{gateway.base}/admin/api/approvals/{req['id']}", headers={"Authorization": f"Bearer {bob}"}
@@ -216,6 +216,8 @@ async def test_the_session_page_replays_the_recorded_exchange_with_masked_values
     alice = await mcp(http, gateway, op, "alice")
     answer = await alice.call_tool("query_customers", {"limit": 2})
     assert "result" in answer and EMAIL not in json.dumps(answer)  # masked on the way to alice already
+    said = await alice.call_tool("echo", {"text": f"my card is {CARD}"})  # recorded as sent; shown masked
+    assert "result" in said and CARD not in json.dumps(said)
     sid = alice.sid
     assert sid is not None
 
@@ -250,7 +252,9 @@ async def test_the_session_page_replays_the_recorded_exchange_with_masked_values
     await page.get_by_role("button", name="Search").click()
     section = page.locator("section.card", has_text="demo")
     await expect(section).to_contain_text("tool echo")
-    await expect(section.locator("tr", has_text="tool echo")).to_contain_text("hold")
+    await expect(section.locator("tr", has_text="tool echo")).to_contain_text(
+        "depends on the arguments (rules refunds-need-approval)"
+    )
     await expect(section.locator("tr", has_text="tool query_customers")).to_contain_text("allow")
     await expect(section.locator("tr", has_text="(any other tool)")).to_contain_text("deny")
     await page.screenshot(path=screenshot_path("permissions"), full_page=True)

@@ -101,6 +101,7 @@ def test_the_openapi_document_describes_every_operation_with_its_role_and_error_
         ("2016-12-31T23:59:60Z", 1_483_228_799_000_000_000),  # a leap second
         ("0000-01-01T00:00:00Z", -(2**63)),  # before what 64 bits of ns can say: the beginning
         ("99999999999999999999999", 2**63 - 1),
+        ("9" * 400 + "s", -(2**63)),  # further back than 64 bits of ns reach: the beginning, not an overflow
     ],
 )
 def test_times_in_queries_accept_all_of_rfc_3339_and_stay_in_range(text: str, expected: int) -> None:
@@ -182,3 +183,28 @@ def test_the_development_sign_in_answers_this_machine_only() -> None:
     for peer in ("10.0.0.7", "192.168.1.2", "2001:db8::1"):
         with pytest.raises(web.HTTPForbidden):
             _loopback_only(request_from(peer))
+
+
+def test_only_people_approve_and_keys_are_never_admins() -> None:
+    from types import SimpleNamespace
+    from typing import cast
+
+    from portcullis.admin.access import Role, Who, roles_of
+    from portcullis.identity.edge import Caller
+    from portcullis.server.gateway import Gateway
+
+    policy = load_policy_text("version: 1\nrules:\n  - id: h\n    hold: {tools: [drop], approvers: [dba]}\n", "p.yaml")
+    gw = cast(
+        Gateway,
+        SimpleNamespace(
+            config=SimpleNamespace(admin=SimpleNamespace(admin_groups=["ops"], auditor_groups=["audit"])),
+            policy=SimpleNamespace(policy=policy),
+        ),
+    )
+    groups = frozenset({"ops", "dba"})
+    assert roles_of(gw, groups) == {Role.ADMIN, Role.AUDITOR, Role.APPROVER}
+    assert roles_of(gw, groups, "apikey") == {Role.AUDITOR, Role.APPROVER}  # a key in an admin group: an auditor
+    assert roles_of(gw, frozenset({"audit"})) == {Role.AUDITOR}
+    for kind, person in (("user", True), ("service", False), ("apikey", False)):
+        caller = Caller.of(Principal("x", groups=groups, kind=kind), "iss", frozenset())
+        assert Who(caller, frozenset(), "bearer").person is person

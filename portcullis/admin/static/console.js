@@ -117,13 +117,20 @@ function signIn(message) {
 }
 
 async function signOut() {
+  let resp;
   try {
-    await fetch('/ui/logout', { method: 'POST', credentials: 'same-origin', headers: { 'X-CSRF-Token': me.csrf_token || '' } });
+    resp = await fetch('/ui/logout', { method: 'POST', credentials: 'same-origin', headers: { 'X-CSRF-Token': me.csrf_token || '' } });
   } catch {
-    // the session may be gone already
+    say('Could not reach the gateway to sign out: try again.', 'error');
+    return;
+  }
+  if (!resp.ok && resp.status !== 401) { // 401: the session had ended already
+    say(`Signing out failed (HTTP ${resp.status}): try again.`, 'error');
+    return;
   }
   closeInbox();
   me = null;
+  say('');
   signIn('Signed out.');
 }
 
@@ -282,7 +289,8 @@ async function renderSession(id) {
   const s = data.session;
   const items = data.records.map((r) => {
     const cls = r.direction === 'c2s' ? 'dir-in' : r.direction === 's2c' ? 'dir-out' : 'event';
-    const masked = r.masked ? JSON.parse(r.masked) : null;
+    const recorded = r.masked ? JSON.parse(r.masked) : [];
+    const masked = recorded.concat(r.display_masked || []);
     return h('li', { class: `${cls} record`, 'data-kind': r.kind },
       h('div', { class: 'meta' },
         h('span', {}, new Date(r.ts).toLocaleTimeString()),
@@ -293,9 +301,10 @@ async function renderSession(id) {
         r.rule ? h('span', {}, `rule ${r.rule}`) : null,
         r.outcome ? h('span', {}, r.outcome) : null,
         r.latency_us !== null && r.latency_us !== undefined ? h('span', {}, `${(r.latency_us / 1000).toFixed(2)} ms`) : null,
-        masked ? h('span', { class: 'pill hold masked-note' }, `masked: ${maskSummary(masked)}`) : null),
+        masked.length ? h('span', { class: 'pill hold masked-note' }, `masked: ${maskSummary(masked)}`) : null),
       r.detail ? h('div', {}, r.detail) : null,
-      r.payload ? maskedText(pretty(r.payload)) : null);
+      r.payload ? maskedText(pretty(r.payload))
+        : r.direction === 'c2s' && r.kind !== 'event' ? h('p', { class: 'muted' }, 'Payload not shown: it could not be masked.') : null);
   });
   show(
     h('h1', {}, `Session ${id}`),
