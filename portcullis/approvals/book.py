@@ -42,6 +42,14 @@ MAX_GRANT_MINUTES = 24 * 60
 DECIDED_CHANNEL = "portcullis_approval_decided"  # PostgreSQL NOTIFY channel: payload = the approval id
 
 
+class TooManyPending(Exception):
+    """The caller already has ``approvals.max_pending_per_principal`` requests pending."""
+
+    def __init__(self, pending: int) -> None:
+        super().__init__(f"{pending} approval requests already pending")
+        self.pending = pending
+
+
 class ApprovalError(Exception):
     """A decision that may not be made; ``status`` is the HTTP status the admin API answers with."""
 
@@ -173,11 +181,18 @@ class ApprovalBook:
         }
 
     def open(
-        self, hold: Hold, now_ns: int | None = None, justification: str | None = None, shown: str | None = None
+        self,
+        hold: Hold,
+        now_ns: int | None = None,
+        justification: str | None = None,
+        shown: str | None = None,
+        max_pending: int | None = None,
     ) -> tuple[dict[str, Any], bool]:
         """The caller's pending request for this call, or a new one. Returns (request, created).
 
-        A call denied within the last ``ttl`` is not asked again: its denied request is returned instead."""
+        A call denied within the last ``ttl`` is not asked again: its denied request is returned instead. A new
+        request beyond ``max_pending`` live pending ones of this caller raises :class:`TooManyPending` (approvers'
+        inboxes are not flooded by one caller)."""
         now = now_ns or time.time_ns()
         with self.engine.begin() as conn:
             pending = (
@@ -204,6 +219,12 @@ class ApprovalBook:
                     return dict(row), False
                 if row["state"] == DENIED and (row["decided_ns"] or 0) + self.ttl_ns >= now:
                     return dict(row), False
+            if max_pending is not None:
+                c = approvals.c
+                live = and_(c.requester_key == hold.requester_key, c.state == PENDING, c.expires_ns >= now)
+                pending_now = conn.execute(select(func.count()).select_from(approvals).where(live)).scalar_one()
+                if pending_now >= max_pending:
+                    raise TooManyPending(int(pending_now))
             new = self._row(hold, now, PENDING, justification)
             new["arguments"] = shown
             conn.execute(insert(approvals).values(**new))

@@ -245,6 +245,13 @@ class RateConfig(_Strict):
 
 class LimitsConfig(_Strict):
     max_body_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
+    max_header_bytes: int = Field(
+        default=8190, ge=1024, le=1024 * 1024, description="the request line and each header line; beyond it, 400"
+    )
+    max_headers: int = Field(default=128, ge=8, le=10_000, description="headers per request; beyond it, 400")
+    keepalive_timeout: float = Field(
+        default=75.0, gt=0, le=3600, description="seconds an idle client connection is kept open between requests"
+    )
     max_sse_event_bytes: int = Field(default=16 * 1024 * 1024, gt=0)
     max_sessions: int = Field(default=10_000, gt=0)
     stream_buffer_events: int = Field(default=256, gt=0)
@@ -433,6 +440,13 @@ class ApprovalsConfig(_Strict):
         default=900.0, gt=0, description="seconds after approval within which the approved call must be retried"
     )
     required: int = Field(default=1, ge=1, le=10, description="distinct approvers needed (a deny by anyone ends it)")
+    max_pending_per_principal: int = Field(
+        default=20,
+        ge=1,
+        le=10_000,
+        description="approval requests one caller may have pending at once; a call held beyond it is refused "
+        "(-32013, not asked) until some are decided or expire",
+    )
     wait: float = Field(
         default=0.0,
         ge=0,

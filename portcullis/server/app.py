@@ -166,7 +166,17 @@ async def serve(config: Config, *, ready_line: bool = True) -> None:
     app = build_app(config)
     if config.public_url is None:  # known only now that the port is bound (port 0 picks one)
         app[GATEWAY_KEY].public_base = f"http://{shown}:{port}"
-    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=config.limits.drain_timeout)
+    lim = config.limits
+    runner = web.AppRunner(
+        app,
+        access_log=None,
+        handle_signals=False,
+        shutdown_timeout=lim.drain_timeout,
+        max_line_size=lim.max_header_bytes,
+        max_field_size=lim.max_header_bytes,
+        max_headers=lim.max_headers,
+        keepalive_timeout=lim.keepalive_timeout,
+    )
     await runner.setup()
     site = web.SockSite(runner, sock)
     await site.start()

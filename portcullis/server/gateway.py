@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy import Engine
 
 from portcullis import __version__, errors
-from portcullis.approvals.book import DECIDED_CHANNEL, ApprovalBook
+from portcullis.approvals.book import DECIDED_CHANNEL, ApprovalBook, TooManyPending
 from portcullis.approvals.model import APPROVED, DENIED, PENDING, WITHDRAWN, Hold
 from portcullis.approvals.notify import Notifier, WebhookTarget
 from portcullis.approvals.tasks import HeldTasks
@@ -37,7 +37,7 @@ from portcullis.pipeline.pin import DEFAULT_SCAN, DefinitionBook, PinStage
 from portcullis.pipeline.record import RecordStage, event_record
 from portcullis.policy import PolicyStore
 from portcullis.policy.load import load_policy_text
-from portcullis.server.limits import Limits
+from portcullis.server.limits import RATE_LIMITED, Limits
 from portcullis.server.sessions import GatewaySession, SessionTable
 from portcullis.server.translation import EraProbe, SharedUpstream
 from portcullis.store import apikeys
@@ -586,9 +586,20 @@ class Gateway:
             if not open_request:
                 return seen  # settling a task: nothing to release means the approval went elsewhere; no new request
             shown = self._shown_arguments(flow)
-            req, created = await asyncio.to_thread(self.approvals.open, hold, None, justification, shown)
+            cap = self.config.approvals.max_pending_per_principal
+            req, created = await asyncio.to_thread(self.approvals.open, hold, None, justification, shown, cap)
             if created:
                 self.approvals_changed.bump()
+        except TooManyPending as exc:
+            flow.fail(
+                RATE_LIMITED,
+                f"Too many calls awaiting approval: {exc.pending} of yours are pending (approvals."
+                "max_pending_per_principal); this one was not asked. Retry once some are decided or expire",
+                by="approvals",
+                outcome=Outcome.DENIED,
+                data={"limit": "pending approvals", "pending": exc.pending},
+            )
+            return seen
         except Exception as exc:  # the book cannot be read: the call stays held (fail closed)
             log.warning("approval book unavailable: %s", type(exc).__name__)
             flow.fail(

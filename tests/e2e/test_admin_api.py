@@ -55,6 +55,7 @@ def gateway(op: OidcProvider, tmp_path_factory: pytest.TempPathFactory) -> Itera
         auth={"mode": "oidc", "issuers": [{"issuer": op.issuer}], "api_key_refresh": 60},
         policy={"file": str(tmp / "policy.yaml")},
         admin={"auditor_groups": ["auditors"], "admin_groups": ["eng"]},
+        approvals={"max_pending_per_principal": 2},
     )
     gw = start_gateway(path, store)
     try:
@@ -258,3 +259,21 @@ async def test_requests_matching_no_route_are_recorded_without_their_path(
 
     await eventually_async(recorded, 10, "the unrouted requests' records")
     assert not any(pasted in str(r["detail"]) for r in load_records(gateway.store))
+
+
+async def test_one_caller_cannot_flood_the_approvers_inbox(
+    gateway: RunningGateway, op: OidcProvider, http: aiohttp.ClientSession
+) -> None:
+    dave = await McpSession(http, gateway.url("demo"), await op.aio.user_token("dave", gateway.url("demo"))).open()
+    for table in ("t1", "t2"):
+        assert (await dave.call_tool("drop_table", {"table": table}))["error"]["code"] == -32011  # held, asked
+    refused = await dave.call_tool("drop_table", {"table": "t3"})
+    assert refused["error"]["code"] == -32013 and refused["error"]["data"]["pending"] == 2, refused
+    assert "max_pending_per_principal" in refused["error"]["message"]
+    again = await dave.call_tool("drop_table", {"table": "t1"})  # a retry of a pending one is still answered
+    assert again["error"]["code"] == -32011
+    bob = await token(op, gateway, "bob")
+    _, pending = await api(http, gateway, "GET", "/approvals", bob, params={"state": "pending"})
+    assert not any('"t3"' in json.dumps(a["arguments"]) for a in pending["approvals"])  # never asked
+    rows = [r for r in load_records(gateway.store) if r["session_id"] == dave.sid and r["kind"] == "error"]
+    assert any("Too many calls awaiting approval" in (r["detail"] or "") for r in rows)

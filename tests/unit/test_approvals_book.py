@@ -7,7 +7,7 @@ import threading
 import pytest
 from sqlalchemy import Engine
 
-from portcullis.approvals.book import ApprovalBook, ApprovalError, Voter
+from portcullis.approvals.book import ApprovalBook, ApprovalError, TooManyPending, Voter
 from portcullis.approvals.model import Hold, args_digest, covers
 
 S = 1_000_000_000
@@ -242,3 +242,18 @@ def test_the_hold_binds_the_whole_call_and_refuses_odd_shapes() -> None:
     assert odd.response is not None and odd.response.body["error"]["code"] == -32602 and odd.hold is None
     sneaky = run({"method": "tools/call", "params": {"name": "drop"}}, Kind.NOTIFICATION)
     assert sneaky.response is not None and sneaky.response.body["error"]["code"] == -32010
+
+
+def test_one_caller_cannot_flood_the_approvers(engine: Engine) -> None:
+    book = ApprovalBook(engine, ttl=60)
+    first, _ = book.open(hold({"n": 1}), max_pending=2)
+    book.open(hold({"n": 2}), max_pending=2)
+    assert book.open(hold({"n": 1}), max_pending=2) == (first, False)  # a retry finds its own request: no new one
+    with pytest.raises(TooManyPending) as too_many:
+        book.open(hold({"n": 3}), max_pending=2)
+    assert too_many.value.pending == 2
+    assert book.open(hold({"n": 3}, who="bob"), max_pending=2)[1]  # the cap is per caller
+    book.vote(first["id"], voter("carol", "dba"), "deny", "no")  # a decided request frees a place
+    assert book.open(hold({"n": 3}), max_pending=2)[1]
+    later = first["created_ns"] + 61 * S  # and so do expired ones
+    assert book.open(hold({"n": 4}), now_ns=later, max_pending=2)[1]
