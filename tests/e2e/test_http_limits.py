@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -51,3 +52,25 @@ async def test_headers_over_the_configured_sizes_are_refused_and_idle_connection
     # a kept-alive connection left idle is closed by the gateway (keepalive_timeout 1 s; the read is bounded at 10)
     idle = await asyncio.to_thread(exchange, gateway, request(keep_alive=True), True)
     assert idle.startswith(b"HTTP/1.1 200")  # answered, then closed: recv returned b"" before the 10 s timeout
+
+
+def dribble(gw: RunningGateway, within: float) -> float | None:
+    """A slowloris client: a request head sent one header line at a time, never finished. Seconds until the gateway
+    hung up, or None if it still listened after ``within``."""
+    host, port = gw.base.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=within) as s:
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        start = time.monotonic()
+        while time.monotonic() - start < within:
+            try:
+                s.sendall(b"X-Slow: 1\r\n")
+            except (BrokenPipeError, ConnectionResetError):
+                return time.monotonic() - start
+            time.sleep(0.25)  # the attack itself: one line every quarter second (not a wait for a condition)
+    return None
+
+
+async def test_a_client_that_never_finishes_its_headers_is_cut_off(gateway: RunningGateway) -> None:
+    cut_after = await asyncio.to_thread(dribble, gateway, 10.0)
+    assert cut_after is not None and cut_after < 5.0  # keepalive_timeout (1 s here) bounds the request head too
+    assert (await asyncio.to_thread(exchange, gateway, request())).startswith(b"HTTP/1.1 200")
