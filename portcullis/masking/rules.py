@@ -26,6 +26,9 @@ class Rule:
     validator: v.Validator | None = None
     extract: Extract | None = None  # replaces group+validator for rules that decide the class themselves
     multiline: bool = False  # may match across a line end (every other rule must not)
+    # a rejected candidate is tried again from after each separator (a number written right after other digits:
+    # "qty 2 4111 1111 1111 1111" is a match starting at the 2)
+    regroup: bytes = b""
 
     def findings(self, data: bytes, spans: Spans) -> list[tuple[int, int, str]]:
         if self.extract is not None:
@@ -36,9 +39,18 @@ class Rule:
         if self.validator is not None:
             keep = self.validator(data[start:end])
             if keep <= 0:
-                return []
+                return self._regrouped(data, start, end) if self.regroup else []
             end = start + keep
         return [(start, end, self.cls)]
+
+    def _regrouped(self, data: bytes, start: int, end: int) -> list[tuple[int, int, str]]:
+        assert self.validator is not None
+        for i in range(start, end - 1):
+            if data[i] in self.regroup and data[i + 1] not in self.regroup:
+                keep = self.validator(data[i + 1 : end])
+                if keep > 0:
+                    return [(i + 1, i + 1 + keep, self.cls)]
+        return []
 
 
 # --- assignments: password = …, "client_secret": "…", SESSION_KEY=…, <password>…</password> ---------------
@@ -237,6 +249,7 @@ BUILTIN: tuple[Rule, ...] = (
         r"(?:^|[^0-9A-Za-z\-.])([2-6](?:[0-9]|[ \-][0-9]){12,22})(?:[^0-9A-Za-z\-.]|$|[.\-](?:[^0-9]|$))",
         1,
         v.credit_card,
+        regroup=b" -",
     ),
     Rule("iban", r"(?:^|[^A-Za-z0-9])([A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]){11,30})", 1, v.iban),
     Rule("us_ssn", r"(?:^|[^0-9\-])([0-9]{3}-[0-9]{2}-[0-9]{4})(?:[^0-9\-]|$)", 1, v.us_ssn),

@@ -352,3 +352,19 @@ def test_national_phone_numbers_of_the_configured_region() -> None:
         body["result"]["t"]
         == "call [REDACTED:phone_number] or [REDACTED:phone_number], build 2026-11-24 v1.2.3, port 0800"
     )
+
+
+def test_a_card_number_right_after_other_digits_is_still_found() -> None:
+    """Found by the fuzz suite: "qty 2 4111 1111 1111 1111" made one candidate starting at the 2, which failed the
+    checks as a whole and in every trailing cut; the candidate is now tried again from after each separator."""
+    from portcullis.masking import default_detector
+
+    d = default_detector()
+    for text, card in (
+        ("qty 2 4111 1111 1111 1111 2", "4111 1111 1111 1111"),
+        ("2-4111-1111-1111-1111", "4111-1111-1111-1111"),
+        ("ref 3 5500 0000 0000 0004", "5500 0000 0000 0004"),
+    ):
+        found = [text[f.start : f.end] for f in d.find(text) if f.cls == "credit_card"]
+        assert found == [card], (text, found)
+    assert not [f for f in d.find("2 4111 1111 1111 1112") if f.cls == "credit_card"]  # Luhn still decides
