@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 PY_STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
 
-.PHONY: demo test setup browser lint typecheck unit e2e bench lock clean
+.PHONY: demo test setup browser lint typecheck unit e2e bench fuzz lock clean
 
 demo: setup ## run the gateway on its embedded defaults in front of the bundled demo MCP server
 	@$(BIN)/portcullis token --config examples/demo.yaml --user alice --groups eng,oncall > .demo-token
@@ -62,10 +62,15 @@ e2e: setup browser
 bench: setup ## the core benchmark (see docs/performance.md)
 	$(BIN)/python bench/run.py
 
+fuzz: setup ## coverage-guided fuzzing (atheris) of the parsers and the masker, 300 s per target (docs/security.md)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --require-hashes -r requirements/fuzz.lock
+	$(BIN)/python bench/fuzz.py --seconds $${FUZZ_SECONDS:-300}
+
 lock: ## re-pin Python dependencies after editing pyproject.toml
 	$(BIN)/pip-compile --quiet --extra dev --generate-hashes --allow-unsafe --strip-extras -o requirements/dev.lock pyproject.toml
 	$(BIN)/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras -o requirements/runtime.lock pyproject.toml
 	$(BIN)/pip-compile --quiet --generate-hashes --allow-unsafe -o requirements/build.lock requirements/build.in
+	$(BIN)/pip-compile --quiet --generate-hashes --allow-unsafe -o requirements/fuzz.lock requirements/fuzz.in
 
 clean:
 	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache tests/artifacts .demo-token

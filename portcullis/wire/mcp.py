@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import binascii
 import enum
 from collections.abc import Mapping
 from typing import Any
@@ -61,7 +60,7 @@ def decode_header_value(value: str | None) -> str | None:
         if base64.b64encode(raw).decode("ascii") != payload:
             return None
         return raw.decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
+    except ValueError:  # binascii.Error, UnicodeDecodeError, and non-ASCII text in the payload (found by atheris)
         return None
 
 
