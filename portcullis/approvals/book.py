@@ -135,6 +135,27 @@ class ApprovalBook:
                     return {str(k): v for k, v in row.items() if k != "requester_key"}
         return None
 
+    def expire_due(self, now_ns: int | None = None, limit: int = 500) -> builtins.list[dict[str, Any]]:
+        """Pending requests past their expiry, marked expired now; each is returned by exactly one caller (any
+        replica), which tells the webhooks and the record."""
+        now = now_ns or time.time_ns()
+        c = approvals.c
+        out: list[dict[str, Any]] = []
+        with self.engine.begin() as conn:
+            due = conn.execute(
+                select(approvals)
+                .where(and_(c.state == PENDING, c.expires_ns < now))
+                .order_by(c.expires_ns)
+                .limit(limit)
+            ).mappings()
+            for row in list(due):
+                done = conn.execute(
+                    update(approvals).where(and_(c.id == row["id"], c.state == PENDING)).values(state=EXPIRED)
+                )
+                if done.rowcount == 1:
+                    out.append(_public({**dict(row), "state": EXPIRED}, None))
+        return out
+
     def withdraw(self, approval_id: str, now_ns: int | None = None) -> bool:
         """The waiting caller cancelled: a pending request is withdrawn (nothing left to decide)."""
         with self.engine.begin() as conn:

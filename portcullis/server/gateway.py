@@ -128,6 +128,7 @@ def build_notifier(config: Config, on_result: Callable[[str, str, bool, str], No
 
 
 JUSTIFICATION_HEADER = "Portcullis-Justification"
+EXPIRY_SWEEP = 2.0  # seconds between sweeps for pending approval requests past their expiry
 BREAK_GLASS_HEADER = "Portcullis-Break-Glass"
 MAX_JUSTIFICATION = 1000
 
@@ -291,6 +292,7 @@ class Gateway:
             self.background(self._retention(self.config.recording.retention), name="retention")
         if self.engine.dialect.name == "postgresql":
             self.background(self._listen_decisions(), name="approval-notify")
+        self.background(self._expire_approvals(), name="approval-expiry")
         if "pin" in self.config.pipeline:
             # the pins must be known before the first listing: an empty book would trust a changed definition
             # again on "first sight" (fail open), so a store that cannot be read here stops the start
@@ -359,6 +361,23 @@ class Gateway:
         what = "recovered: traffic flows again" if healthy else f"failing ({why}): traffic is refused"
         body = {"gateway": self.public_base, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "detail": why}
         self.alerts.alert("recording-store", event, body, f"Portcullis {self.public_base}: the recording store {what}")
+
+    async def _expire_approvals(self) -> None:
+        """Pending requests that pass their expiry are marked expired, recorded (``approval_expired``) and told to
+        the webhooks, within :data:`EXPIRY_SWEEP` seconds; on several replicas each by exactly one."""
+        while True:
+            await asyncio.sleep(EXPIRY_SWEEP)
+            try:
+                expired = await asyncio.to_thread(self.approvals.expire_due)
+            except Exception as exc:  # the store is down: the next sweep tries again (nothing is lost)
+                log.warning("approval expiry sweep: %s", type(exc).__name__)
+                continue
+            for row in expired:
+                what = f"{row['method']} {row['target']}" if row["target"] else row["method"]
+                self.record_event(row["server"], row["session_id"], "approval_expired", f"{row['id']}: {what}")
+                self.notify_approval("expired", row)
+            if expired:
+                self.approvals_changed.bump()
 
     async def _listen_decisions(self) -> None:
         """PostgreSQL: decisions taken through any replica (NOTIFY from the approval book) wake the calls held here
@@ -716,6 +735,21 @@ class Gateway:
         self.record_event(
             flow.server, flow.session_id, "approval_released", f"{approval_id}: {hold.method} {hold.target}"
         )
+        released = {
+            "id": approval_id,
+            "state": "released",
+            "server": hold.server,
+            "method": hold.method,
+            "target": hold.target,
+            "requester": hold.requester,
+            "rule": hold.rule,
+            "policy_version": hold.policy_version,
+            "approvers": list(hold.approvers),
+            "args_digest": hold.digest,
+            "session_id": hold.session_id,
+            "reason": how.strip(" ()") or None,
+        }
+        self.notify_approval("released", released)
         return self.pipeline.resume_request(flow, seen)
 
     def notify_approval(self, event: str, approval: dict[str, Any]) -> None:

@@ -475,6 +475,11 @@ async def test_webhooks_are_told_with_retries_and_without_arguments(
         what="the approved notification",
     )
     await eventually(
+        lambda: any(b["event"] == "released" and b["approval"]["id"] == req for b in receiver.got("/hook")),
+        within=15,
+        what="the released notification (the approved call went through)",
+    )
+    await eventually(
         lambda: any(req in m["text"] for m in receiver.got("/slack/T1/B2/x")), within=15, what="the Slack message"
     )
     slack = [m for m in receiver.got("/slack/T1/B2/x") if req in m["text"]]
@@ -738,3 +743,37 @@ async def test_a_decision_through_another_replica_releases_the_held_call_within_
         finally:
             for gw in replicas:
                 gw.proc.stop(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def expiring_gateway(
+    op: OidcProvider, faulty: ManagedProcess, receiver: Receiver, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningGateway]:
+    path, store = _config(
+        tmp_path_factory.mktemp("gw-expiring"),
+        op,
+        faulty,
+        approvals={"ttl": 1, "webhooks": [{"url": f"{receiver.url}/expiry"}], "webhook_backoff": 0.05},
+    )
+    with _running(path, store) as gw:
+        yield gw
+
+
+async def test_a_request_nobody_decides_expires_and_the_webhooks_and_the_record_say_so(
+    expiring_gateway: RunningGateway, receiver: Receiver, op: OidcProvider, http: aiohttp.ClientSession
+) -> None:
+    gw = expiring_gateway
+    alice = await mcp(http, gw, op, "alice")
+    req = held_id(await alice.call({"expire": "me"}))
+    await eventually(
+        lambda: any(b["event"] == "expired" and b["approval"]["id"] == req for b in receiver.got("/expiry")),
+        within=15,
+        what="the expired notification",
+    )
+    (told,) = [b for b in receiver.got("/expiry") if b["event"] == "expired"]
+    assert told["approval"]["state"] == "expired" and told["approval"]["approvers"] == ["eng"]
+    status, shown = await admin(http, gw, op, "bob", "GET", f"/{req}")
+    assert status == 200 and shown["state"] == "expired"
+    status, body = await admin(http, gw, op, "bob", "POST", f"/{req}/approve")
+    assert status == 409 and "expired" in body["message"]  # too late to decide
+    assert any(r["kind"] == "approval_expired" and req in r["detail"] for r in load_records(gw.store))

@@ -257,3 +257,17 @@ def test_one_caller_cannot_flood_the_approvers(engine: Engine) -> None:
     assert book.open(hold({"n": 3}), max_pending=2)[1]
     later = first["created_ns"] + 61 * S  # and so do expired ones
     assert book.open(hold({"n": 4}), now_ns=later, max_pending=2)[1]
+
+
+def test_expiry_is_swept_once(engine: Engine) -> None:
+    book = ApprovalBook(engine, ttl=60)
+    old, _ = book.open(hold({"n": 1}))
+    fresh, _ = book.open(hold({"n": 2}), now_ns=old["created_ns"] + 30 * S)
+    later = old["created_ns"] + 61 * S
+    (expired,) = book.expire_due(now_ns=later)
+    assert expired["id"] == old["id"] and expired["state"] == "expired"
+    assert book.expire_due(now_ns=later) == []  # told once, whoever sweeps next (another replica too)
+    assert book.get(fresh["id"])["state"] == "pending"  # type: ignore[index]
+    with pytest.raises(ApprovalError) as e:
+        book.vote(old["id"], voter("bob", "dba"), "approve", None)
+    assert e.value.status == 409
