@@ -29,6 +29,7 @@ import orjson
 from yarl import URL
 
 from portcullis.tasks import spawn
+from portcullis.upstream.netguard import GuardedResolver, current_guard
 
 log = logging.getLogger("portcullis.approvals")
 
@@ -227,7 +228,9 @@ class Notifier:
         self._sem = asyncio.Semaphore(self.concurrency)
         self._closing = False
         self._http = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=self.concurrency, enable_cleanup_closed=True),
+            connector=aiohttp.TCPConnector(
+                limit=self.concurrency, enable_cleanup_closed=True, resolver=GuardedResolver(current_guard())
+            ),
             cookie_jar=aiohttp.DummyCookieJar(),  # no cookies kept between deliveries
             headers={"User-Agent": "Portcullis-approvals"},
             trust_env=False,

@@ -595,6 +595,32 @@ class ConsoleConfig(_Strict):
     session_ttl: int = Field(default=8 * 3600, gt=0, le=7 * 86400, description="seconds a console login lasts")
 
 
+class NetworkConfig(_Strict):
+    """Which private or special addresses the gateway may reach through names (docs/security.md, SSRF)."""
+
+    private_hosts: list[str] = Field(
+        default_factory=list,
+        description="names that may resolve to private, loopback or link-local addresses (an IP written in the "
+        "configuration, and localhost, are always allowed)",
+    )
+    private_ranges: list[str] = Field(
+        default_factory=list,
+        description="CIDRs the gateway may reach through any name (e.g. the cluster's service range, 10.96.0.0/12)",
+    )
+
+    @field_validator("private_ranges")
+    @classmethod
+    def _cidrs(cls, v: list[str]) -> list[str]:
+        import ipaddress
+
+        for r in v:
+            try:
+                ipaddress.ip_network(r, strict=False)
+            except ValueError:
+                raise ValueError(f"{r!r} is not a CIDR (like 10.0.0.0/8 or fd00::/8)") from None
+        return v
+
+
 class AdminConfig(_Strict):
     auditor_groups: list[str] = Field(
         default_factory=list,
@@ -622,6 +648,7 @@ class Config(_Strict):
     approvals: ApprovalsConfig = ApprovalsConfig()
     definitions: DefinitionsConfig = DefinitionsConfig()
     admin: AdminConfig = AdminConfig()
+    network: NetworkConfig = NetworkConfig()
     tracing: TracingConfig = TracingConfig()
     pipeline: list[str] = Field(default_factory=lambda: ["record", "bind", "authz", "mask", "pin"])
     public_url: str | None = None

@@ -51,6 +51,7 @@ from portcullis.tunnel.hub import AgentHub, AgentUpstream
 from portcullis.tunnel.stdio import TunnelStdioSession
 from portcullis.upstream import h1
 from portcullis.upstream.http import HttpUpstream
+from portcullis.upstream.netguard import GuardedResolver, NetGuard, set_guard
 from portcullis.upstream.routed import RestartGate, RoutedSession
 from portcullis.upstream.sse import LegacySseSession
 from portcullis.upstream.stdio import StdioSession
@@ -183,6 +184,8 @@ class Gateway:
     def __init__(self, config: Config, engine: Engine) -> None:
         self.config = config
         self.engine = engine
+        self.netguard = NetGuard(config.network.private_hosts, config.network.private_ranges)
+        set_guard(self.netguard)  # the webhook notifier and the audit exporters connect through it too
         self.policy = load_policy_store(config)
         # one masker (compiled once): the mask stage's, also used for the held arguments approvers read
         self._masker = build_masker(config.masking)
@@ -259,13 +262,19 @@ class Gateway:
         if self.notifier is not None:
             await self.notifier.start()
         self.http = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=60, enable_cleanup_closed=True),
+            connector=aiohttp.TCPConnector(
+                limit=0,
+                limit_per_host=0,
+                keepalive_timeout=60,
+                enable_cleanup_closed=True,
+                resolver=GuardedResolver(self.netguard),  # names to private addresses: only as configured
+            ),
             auto_decompress=False,
             skip_auto_headers=("User-Agent",),
             # an upstream's cookies must never flow from one client's session into another's
             cookie_jar=aiohttp.DummyCookieJar(),
         )
-        self.h1 = h1.Pool(limit_per_host=0, keepalive_timeout=60.0)
+        self.h1 = h1.Pool(limit_per_host=0, keepalive_timeout=60.0, guard=self.netguard)
         lim = self.config.limits
         for name, scfg in self.config.servers.items():
             if scfg.kind in ("stdio", "sse", "agent-stdio"):

@@ -35,6 +35,8 @@ from typing import Final, cast, overload
 import httptools
 import yarl
 
+from portcullis.upstream.netguard import NetGuard
+
 HIGH_WATER: Final = 256 * 1024  # body bytes buffered ahead of a streaming reader before reading pauses
 MAX_HEAD: Final = 64 * 1024  # bytes the server may send before the end of the response head
 _WRITE_JOIN: Final = 64 * 1024  # bodies up to this size go out in one write with the head
@@ -442,7 +444,10 @@ def _request_head(method: str, url: yarl.URL, headers: Mapping[str, str], body: 
 class Pool:
     """Keep-alive connections per ``(host, port)``; ``limit_per_host`` 0 means unbounded."""
 
-    def __init__(self, *, limit_per_host: int = 0, keepalive_timeout: float = 60.0) -> None:
+    def __init__(
+        self, *, limit_per_host: int = 0, keepalive_timeout: float = 60.0, guard: NetGuard | None = None
+    ) -> None:
+        self._guard = guard  # where names may lead (upstream/netguard.py); None: anywhere (the agent's own pool)
         self._limit = limit_per_host
         self._keepalive = keepalive_timeout
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -563,7 +568,10 @@ class Pool:
             if self._limit <= 0 or n < self._limit:
                 self._count[key] = n + 1
                 try:
-                    _, conn = await loop.create_connection(lambda: _Conn(self, key), key[0], key[1])
+                    host = key[0]
+                    if self._guard is not None:  # connect to an address the guard allowed, not to the name again
+                        host = (await self._guard.resolve(key[0], key[1]))[0][1]
+                    _, conn = await loop.create_connection(lambda: _Conn(self, key), host, key[1])
                 except BaseException as exc:
                     self._count[key] -= 1
                     self._wake_waiter(key, None)

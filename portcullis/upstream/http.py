@@ -15,6 +15,7 @@ from portcullis.observe import tracing
 from portcullis.upstream import h1
 from portcullis.upstream.breaker import Breaker
 from portcullis.upstream.credentials import UpstreamCredentials
+from portcullis.upstream.netguard import why_unreachable
 from portcullis.wire import sse
 from portcullis.wire.jsonrpc import Message, parse_one
 from portcullis.wire.mcp import STATELESS_VERSIONS
@@ -253,7 +254,7 @@ class HttpUpstream:
         except (aiohttp.ClientError, h1.H1Error, ValueError) as exc:
             self.breaker.failed()
             raise errors.UpstreamError(
-                errors.UPSTREAM_UNAVAILABLE, f"upstream {self.name!r} is unreachable ({type(exc).__name__})"
+                errors.UPSTREAM_UNAVAILABLE, f"upstream {self.name!r} is unreachable ({why_unreachable(exc)})"
             ) from exc
         finally:
             if span is not None:

@@ -17,6 +17,7 @@ import aiohttp
 from portcullis import errors
 from portcullis.config.model import ServerConfig
 from portcullis.tasks import spawn
+from portcullis.upstream.netguard import why_unreachable
 from portcullis.upstream.routed import STOPPED, RestartGate, RoutedSession
 from portcullis.wire import sse
 from portcullis.wire.jsonrpc import parse_one
@@ -51,7 +52,7 @@ class LegacySseSession(RoutedSession):
             if self.gate is not None:
                 self.gate.failed()
             raise errors.UpstreamError(
-                errors.UPSTREAM_UNAVAILABLE, f"upstream {self.name!r} is unreachable ({type(exc).__name__})"
+                errors.UPSTREAM_UNAVAILABLE, f"upstream {self.name!r} is unreachable ({why_unreachable(exc)})"
             ) from exc
         if resp.status != 200 or not resp.headers.get("Content-Type", "").startswith("text/event-stream"):
             resp.close()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import urllib.error
+import urllib.parse
 import urllib.request
 from typing import Any
 
@@ -18,6 +19,7 @@ import orjson
 from portcullis.audit.export.base import Item, Refused, Sink, Unavailable, encode
 from portcullis.config.model import WebhookExport
 from portcullis.errors import ConfigError
+from portcullis.upstream.netguard import RefusedAddress, current_guard
 
 RETRY_STATUSES = frozenset({408, 429})
 MAX_ANSWER = 1 << 20  # bytes of a response body read (an OTLP partial_success is tiny)
@@ -38,6 +40,13 @@ class Poster:
         self._opener = urllib.request.build_opener(_NoRedirect)
 
     def post(self, body: bytes) -> bytes:
+        u = urllib.parse.urlsplit(self.url)
+        try:
+            current_guard().check_name(u.hostname or "", u.port or (443 if u.scheme == "https" else 80))
+        except RefusedAddress as exc:
+            raise Refused(str(exc)) from None  # not retried: the configuration must allow it
+        except OSError:
+            pass  # cannot resolve now: the request below fails and is retried
         req = urllib.request.Request(self.url, data=body, headers=self.headers, method="POST")
         try:
             with self._opener.open(req, timeout=self.timeout) as resp:
