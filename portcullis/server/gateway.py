@@ -61,13 +61,21 @@ log = logging.getLogger("portcullis.gateway")
 
 
 class Waiter:
-    """A held call's wait, as the edge sees it: ``cancel()`` (the client's notifications/cancelled) withdraws it."""
+    """A held call's wait, as the edge sees it: ``cancel()`` (the client's notifications/cancelled) withdraws it, and
+    so does the caller's connection closing (``gone``, looked at every ``approvals.poll_interval``)."""
 
-    __slots__ = ("event", "withdrawn")
+    __slots__ = ("event", "gone", "withdrawn")
 
-    def __init__(self) -> None:
+    def __init__(self, gone: Callable[[], bool] | None = None) -> None:
         self.event = asyncio.Event()
         self.withdrawn = False
+        self.gone = gone
+
+    @property
+    def cancelled(self) -> bool:
+        if not self.withdrawn and self.gone is not None and self.gone():
+            self.withdrawn = True
+        return self.withdrawn
 
     def cancel(self) -> None:
         self.withdrawn = True
@@ -579,6 +587,7 @@ class Gateway:
         cancel_slot: tuple[dict[object, Any], object] | None = None,
         wait: bool = True,
         open_request: bool = True,
+        gone: Callable[[], bool] | None = None,
     ) -> int:
         """The request stages; a held call is then settled: released by its approval (once), by a live grant, or
         by a break-glass caller with a reason; else answered with the approval request to decide (after waiting,
@@ -647,7 +656,7 @@ class Gateway:
             self.notify_approval("requested", {**req, "approvers": list(hold.approvers)})
         if req["state"] == PENDING and self.config.approvals.wait > 0 and wait:
             try:
-                waiter = Waiter()  # the client's notifications/cancelled for this request withdraws it
+                waiter = Waiter(gone)  # the client's notifications/cancelled, or its hanging up, withdraws it
                 slots, key = cancel_slot if cancel_slot is not None else ({}, None)
                 slots.setdefault(key, waiter)
                 try:
@@ -657,7 +666,9 @@ class Gateway:
                         del slots[key]
                 if decided == WITHDRAWN:
                     await asyncio.to_thread(self.approvals.withdraw, req["id"])
-                    self.record_event(flow.server, flow.session_id, "approval_withdrawn", f"{req['id']}: cancelled")
+                    why = "cancelled" if gone is None or not gone() else "the caller hung up"
+                    self.record_event(flow.server, flow.session_id, "approval_withdrawn", f"{req['id']}: {why}")
+                    self.approvals_changed.bump()
                     flow.fail(
                         HELD,
                         f"Withdrawn: the call was cancelled while it waited for approval {req['id']}",
@@ -824,7 +835,7 @@ class Gateway:
                     step = min(step, max(next_progress - now, 0.001))
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(ev.wait(), timeout=step)
-                if waiter is not None and waiter.withdrawn:
+                if waiter is not None and waiter.cancelled:
                     return WITHDRAWN
                 if self.draining:
                     return PENDING  # shutting down: the caller gets its approval request to retry elsewhere

@@ -594,6 +594,31 @@ async def test_a_caller_who_cancels_while_waiting_withdraws_the_request(
     assert await calls_received(http, faulty) == before
 
 
+async def test_a_caller_who_hangs_up_while_waiting_withdraws_the_request(
+    waiting_gateway: RunningGateway, op: OidcProvider, faulty: ManagedProcess, http: aiohttp.ClientSession
+) -> None:
+    gw = waiting_gateway
+    before = await calls_received(http, faulty)
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as own:  # alice's own connections
+        alice = await mcp(own, gw, op, "alice")
+        call = asyncio.ensure_future(alice.call({"marker": "hang-up"}))
+        req = await pending_for(http, gw, op, "hang-up")
+        call.cancel()  # the client gives up: its connection closes with the session below
+        with contextlib.suppress(asyncio.CancelledError):
+            await call
+
+    async def withdrawn() -> bool:
+        _status, shown = await admin(http, gw, op, "bob", "GET", f"/{req}")
+        return bool(shown["state"] == "withdrawn")
+
+    await eventually_async(withdrawn, 15, "the request withdrawn after the caller hung up")  # poll_interval is 5 s
+    assert any(
+        r["kind"] == "approval_withdrawn" and req in r["detail"] and "hung up" in r["detail"]
+        for r in load_records(gw.store)
+    )
+    assert await calls_received(http, faulty) == before  # nothing reached the upstream
+
+
 TASKS_POLICY = """\
 version: 1
 default: allow
