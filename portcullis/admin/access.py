@@ -25,6 +25,7 @@ import asyncio
 import hmac
 import logging
 import re
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -54,6 +55,9 @@ RECORDED_PARAMS: dict[str, re.Pattern[str]] = {  # whole-value matches (fullmatc
     "session": re.compile(r"[A-Za-z0-9_-]{32}"),  # secrets.token_urlsafe(24); a key or a cookie never has 32
 }
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+UNAUTH_RATE = 5.0  # refused unauthenticated requests recorded one by one, per second and client address
+UNAUTH_BURST = 20
+UNAUTH_SUMMARY = 10.0  # seconds between summary records of the others
 
 
 class Role(StrEnum):
@@ -121,6 +125,7 @@ class Access:
 
     def __init__(self, gw: Gateway) -> None:
         self.gw = gw
+        self._unauth: dict[str, tuple[float, float, int, float]] = {}  # peer -> tokens, at, dropped, since
 
     # --- who ------------------------------------------------------------------------------------------------
 
@@ -201,6 +206,8 @@ class Access:
             try:
                 resp = await handler(request)
             except web.HTTPException as exc:
+                if request.get("admin_caller") is None and not self._unauthenticated_budget(request):
+                    raise  # a flood of refused strangers: counted into one summary record, not one write each
                 await self._record(request, exc.status, query_keys)
                 raise
             except asyncio.CancelledError:
@@ -216,6 +223,39 @@ class Access:
             return resp
 
         return run
+
+    def _unauthenticated_budget(self, request: web.Request) -> bool:
+        """Whether this refused, unauthenticated request gets its own record: up to :data:`UNAUTH_BURST` at once and
+        :data:`UNAUTH_RATE` a second per client address; the rest are counted and said in one ``admin_access``
+        record per address and :data:`UNAUTH_SUMMARY` seconds."""
+        peer = request.remote or "?"
+        now = time.monotonic()
+        tokens, at, dropped, since = self._unauth.get(peer, (float(UNAUTH_BURST), now, 0, now))
+        tokens = min(float(UNAUTH_BURST), tokens + (now - at) * UNAUTH_RATE)
+        recorded = tokens >= 1.0
+        if recorded:
+            tokens -= 1.0
+        else:
+            dropped += 1
+        if dropped and now - since >= UNAUTH_SUMMARY:
+            self.gw.submit(
+                [
+                    event_record(
+                        "-",
+                        None,
+                        "admin_access",
+                        f"{dropped} unauthenticated admin requests from {peer[:64]} refused and not recorded one by "
+                        f"one in the last {now - since:.0f} s (more than {UNAUTH_RATE:g}/s)",
+                    )
+                ]
+            )
+            dropped = 0
+        if not dropped:
+            since = now  # the window of the next summary starts with its first unrecorded request
+        self._unauth[peer] = (tokens, now, dropped, since)
+        if len(self._unauth) > 10_000:
+            self._unauth.pop(next(iter(self._unauth)))
+        return recorded
 
     def access_record(self, request: web.Request, status: int, query_keys: frozenset[str]) -> Record:
         caller: Caller | None = request.get("admin_caller")
@@ -238,7 +278,10 @@ class Access:
         return True
 
     async def record_unrouted(self, request: web.Request, status: int) -> bool:
-        """A request under /admin/api or /ui that matched no route (404, 405): recorded as ``(unrouted)``."""
+        """A request under /admin/api or /ui that matched no route (404, 405): recorded as ``(unrouted)`` (within
+        the budget for unauthenticated requests: nobody authenticates to a route that does not exist)."""
+        if not self._unauthenticated_budget(request):
+            return False
         return await self._record(request, status, frozenset())
 
     async def record_open(self, request: web.Request, query_keys: frozenset[str]) -> None:

@@ -277,3 +277,38 @@ async def test_one_caller_cannot_flood_the_approvers_inbox(
     assert not any('"t3"' in json.dumps(a["arguments"]) for a in pending["approvals"])  # never asked
     rows = [r for r in load_records(gateway.store) if r["session_id"] == dave.sid and r["kind"] == "error"]
     assert any("Too many calls awaiting approval" in (r["detail"] or "") for r in rows)
+
+
+async def test_a_flood_of_strangers_is_summarised_in_the_trail_not_written_request_by_request(
+    gateway: RunningGateway, http: aiohttp.ClientSession
+) -> None:
+    def strangers() -> list[str]:
+        return [
+            r["detail"]
+            for r in load_records(gateway.store)
+            if r["kind"] == "admin_access" and "/admin/api/grants" in r["detail"] and "unauthenticated" in r["detail"]
+        ]
+
+    before = len(strangers())
+    started = time.monotonic()
+    for _ in range(100):
+        async with http.get(f"{gateway.base}/admin/api/grants") as r:
+            assert r.status == 401  # every one is refused all the same
+    took = time.monotonic() - started
+    one_by_one = len(strangers()) - before  # committed before each answer: all there now
+    assert one_by_one <= 20 + 5 * took + 1, (one_by_one, took)  # 20 at once, then 5 a second: not 100
+    summaries: list[str] = []
+
+    async def summarised() -> bool:
+        async with http.get(f"{gateway.base}/admin/api/grants") as r:  # a stranger keeps knocking
+            assert r.status == 401
+        summaries[:] = [
+            r["detail"]
+            for r in load_records(gateway.store)
+            if r["kind"] == "admin_access" and "refused and not recorded one by one" in r["detail"]
+        ]
+        return bool(summaries)
+
+    await eventually_async(summarised, 20, "the summary record of the refused flood")
+    assert "unauthenticated admin requests from 127.0.0.1" in summaries[0]
+    assert int(summaries[0].split()[0]) + one_by_one >= 100  # every refused request is accounted for
