@@ -34,7 +34,7 @@ from typing import Any
 from aiohttp import web
 from yarl import URL
 
-from portcullis.admin.http import ApiError
+from portcullis.admin.http import UNROUTED, ApiError
 from portcullis.errors import StoreError
 from portcullis.flow import Record
 from portcullis.identity.edge import Caller
@@ -299,7 +299,7 @@ def recorded_target(request: web.Request, query_keys: frozenset[str]) -> str:
     names — so that nothing a caller puts into the URL (a token pasted into the path or the query) reaches the
     trail."""
     resource = request.match_info.route.resource
-    path = resource.canonical if resource is not None else "(unrouted)"
+    path = "(unrouted)" if resource is None or resource.name == UNROUTED else resource.canonical
     for name, value in request.match_info.items():
         pattern = RECORDED_PARAMS.get(name)
         if pattern is not None and pattern.fullmatch(value):

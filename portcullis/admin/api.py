@@ -21,7 +21,7 @@ from sqlalchemy import select
 
 from portcullis.admin import schemas as S
 from portcullis.admin.access import Access, Role, Who, caller_doc
-from portcullis.admin.http import SECURITY_HEADERS, ApiError, json_response
+from portcullis.admin.http import SECURITY_HEADERS, ApiError, json_response, shaped
 from portcullis.admin.permissions import effective_permissions, explain_json, for_caller, named_items
 from portcullis.approvals.book import ApprovalError, Voter
 from portcullis.approvals.model import STATES
@@ -200,10 +200,11 @@ class AdminApi:
         self.access = access
         self._streams: dict[str, int] = {}  # caller key -> open inbox streams
 
-    def routes(self, app: web.Application, prefix: str) -> None:
+    def routes(self, app: web.Application) -> None:
+        """On ``app``: the admin API's sub-application, mounted at /admin/api."""
         for op in OPERATIONS:
             handler = self._guarded(op, getattr(self, op.handler))
-            app.router.add_route(op.method, prefix + op.path, self.access.audited(handler, op.query_keys))
+            app.router.add_route(op.method, op.path, shaped(self.access.audited(handler, op.query_keys)))
 
     def _guarded(self, op: Operation, handler: Callable[[web.Request, Who], Awaitable[web.StreamResponse]]) -> Handler:
         """Authenticates, checks the role and the query's parameter names, then runs the handler."""

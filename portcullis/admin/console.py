@@ -36,7 +36,7 @@ import aiohttp
 from aiohttp import web
 
 from portcullis.admin.access import COOKIE, Access, caller_doc
-from portcullis.admin.http import ApiError
+from portcullis.admin.http import ApiError, shaped
 from portcullis.config.model import IssuerConfig
 from portcullis.identity.dev_login import CLIENT_ID as DEV_CLIENT_ID
 from portcullis.identity.dev_login import DevLogin
@@ -63,12 +63,12 @@ class Console:
 
     def routes(self, app: web.Application) -> None:
         audited = self.access.audited
-        app.router.add_get("/ui", self.index)
-        app.router.add_get("/ui/", self.index)
-        app.router.add_get("/ui/static/{name}", self.static)
-        app.router.add_get("/ui/login", audited(self.login))
-        app.router.add_get("/ui/callback", audited(self.callback, CALLBACK_KEYS))
-        app.router.add_post("/ui/logout", audited(self.logout))
+        """On the console's sub-application, mounted at /ui."""
+        app.router.add_get("/", shaped(self.index))
+        app.router.add_get("/static/{name}", shaped(self.static))
+        app.router.add_get("/login", shaped(audited(self.login)))
+        app.router.add_get("/callback", shaped(audited(self.callback, CALLBACK_KEYS)))
+        app.router.add_post("/logout", shaped(audited(self.logout)))
 
     # --- the page -------------------------------------------------------------------------------------------
 

@@ -14,7 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from portcullis.admin.access import Access
 from portcullis.admin.api import AdminApi
 from portcullis.admin.console import Console
-from portcullis.admin.http import API_PREFIX, UNROUTED_KEY, admin_middleware
+from portcullis.admin.http import API_PREFIX, UI_PREFIX, add_unrouted, shaped
 from portcullis.admin.openapi import document
 from portcullis.config.model import Config
 from portcullis.identity.dev_issuer import DEV_PATH, load_or_create_key
@@ -36,7 +36,7 @@ def build_app(config: Config) -> web.Application:
     ensure_schema(engine, auto_create=config.store.startswith("sqlite"))
     gw = Gateway(config, engine)
     endpoint = McpEndpoint(gw)
-    app = web.Application(client_max_size=config.limits.max_body_bytes, middlewares=[admin_middleware])
+    app = web.Application(client_max_size=config.limits.max_body_bytes)
     app[GATEWAY_KEY] = gw
     legacy = LegacySseEndpoint(endpoint)
     app.router.add_route("*", "/mcp/{server}", endpoint.handle)
@@ -48,17 +48,25 @@ def build_app(config: Config) -> web.Application:
     app.router.add_get(DEV_PATH + "/jwks.json", _dev_jwks)
     app.router.add_get(DEV_PATH + "/.well-known/openid-configuration", _dev_discovery)
     access = Access(gw)
-    app[UNROUTED_KEY] = access.record_unrouted
-    AdminApi(gw, access).routes(app, API_PREFIX)
+    # the admin API and the console are sub-applications whose every route is `shaped` (one error shape, security
+    # headers), the last one answering what matched nothing; no middleware: MCP requests pay nothing for them
+    api = web.Application(client_max_size=config.limits.max_body_bytes)
+    ui = web.Application(client_max_size=config.limits.max_body_bytes)
+    AdminApi(gw, access).routes(api)
+    api.router.add_get("/openapi.json", shaped(_openapi))
     dev = None
     if config.auth.mode == "oidc" and config.auth.dev_issuer.enabled:  # development only (docs/admin.md)
         dev_cfg = config.auth.dev_issuer
         dev = DevLogin(load_or_create_key(dev_cfg.key_file), lambda: gw.public_base, dev_cfg.token_ttl)
         dev.routes(app)
         app[DEV_LOGIN_KEY] = dev
-    Console(gw, access, dev if config.admin.console.client_id is None else None).routes(app)
-    app.router.add_get(API_PREFIX + "/openapi.json", _openapi)
+    Console(gw, access, dev if config.admin.console.client_id is None else None).routes(ui)
     app.router.add_get("/admin", _to_console)
+    app.router.add_get(UI_PREFIX, _to_console)  # before the sub-application: its prefix alone would answer 404
+    for sub in (api, ui):
+        add_unrouted(sub, access.record_unrouted)
+    app.add_subapp(API_PREFIX, api)
+    app.add_subapp(UI_PREFIX, ui)
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/agent/connect", gw.agents.handle)
     app.router.add_get("/metrics", _metrics)
@@ -133,7 +141,7 @@ async def _metrics(request: web.Request) -> web.Response:
 
 async def _openapi(request: web.Request) -> web.Response:
     """The admin API's OpenAPI document (public: it describes routes, never data)."""
-    gw = request.app[GATEWAY_KEY]
+    gw = request.config_dict[GATEWAY_KEY]
     return web.json_response(document(gw.public_base, list(gw.config.servers)), headers={"Cache-Control": "max-age=60"})
 
 

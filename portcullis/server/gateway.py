@@ -62,18 +62,22 @@ log = logging.getLogger("portcullis.gateway")
 
 class Waiter:
     """A held call's wait, as the edge sees it: ``cancel()`` (the client's notifications/cancelled) withdraws it, and
-    so does the caller's connection closing (``gone``, looked at every ``approvals.poll_interval``)."""
+    so does the caller's connection closing (``transport``, looked at every ``approvals.poll_interval``)."""
 
-    __slots__ = ("event", "gone", "withdrawn")
+    __slots__ = ("event", "transport", "withdrawn")
 
-    def __init__(self, gone: Callable[[], bool] | None = None) -> None:
+    def __init__(self, transport: asyncio.BaseTransport | None = None) -> None:
         self.event = asyncio.Event()
         self.withdrawn = False
-        self.gone = gone
+        self.transport = transport
+
+    @property
+    def hung_up(self) -> bool:
+        return self.transport is not None and self.transport.is_closing()
 
     @property
     def cancelled(self) -> bool:
-        if not self.withdrawn and self.gone is not None and self.gone():
+        if not self.withdrawn and self.hung_up:
             self.withdrawn = True
         return self.withdrawn
 
@@ -587,7 +591,7 @@ class Gateway:
         cancel_slot: tuple[dict[object, Any], object] | None = None,
         wait: bool = True,
         open_request: bool = True,
-        gone: Callable[[], bool] | None = None,
+        transport: asyncio.BaseTransport | None = None,
     ) -> int:
         """The request stages; a held call is then settled: released by its approval (once), by a live grant, or
         by a break-glass caller with a reason; else answered with the approval request to decide (after waiting,
@@ -656,7 +660,7 @@ class Gateway:
             self.notify_approval("requested", {**req, "approvers": list(hold.approvers)})
         if req["state"] == PENDING and self.config.approvals.wait > 0 and wait:
             try:
-                waiter = Waiter(gone)  # the client's notifications/cancelled, or its hanging up, withdraws it
+                waiter = Waiter(transport)  # the client's notifications/cancelled, or its hanging up, withdraws it
                 slots, key = cancel_slot if cancel_slot is not None else ({}, None)
                 slots.setdefault(key, waiter)
                 try:
@@ -666,7 +670,7 @@ class Gateway:
                         del slots[key]
                 if decided == WITHDRAWN:
                     await asyncio.to_thread(self.approvals.withdraw, req["id"])
-                    why = "cancelled" if gone is None or not gone() else "the caller hung up"
+                    why = "the caller hung up" if waiter.hung_up else "cancelled"
                     self.record_event(flow.server, flow.session_id, "approval_withdrawn", f"{req['id']}: {why}")
                     self.approvals_changed.bump()
                     flow.fail(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import orjson
@@ -322,7 +322,7 @@ class McpEndpoint:
                 server, Era.SESSION, Direction.C2S, m, session_id=session.id, protocol_version=session.protocol_version
             )
             flow.bind(request["caller"])
-            seen = await gw.run_request(flow, request.headers, gone=_hung_up(request))
+            seen = await gw.run_request(flow, request.headers, transport=request.transport)
             try:
                 if flow.response is not None:
                     gw.pipeline.run_response(flow, seen)
@@ -591,7 +591,9 @@ class McpEndpoint:
         progress = self._hold_progress(request, server, msg, session, early)
         # a held call that waits registers itself here, so that notifications/cancelled for its id withdraws it
         slot = (session.inflight, request_key(msg.id)) if session is not None and msg.kind is Kind.REQUEST else None
-        seen = await gw.run_request(flow, request.headers, progress, slot, wait=not tasks_mode, gone=_hung_up(request))
+        seen = await gw.run_request(
+            flow, request.headers, progress, slot, wait=not tasks_mode, transport=request.transport
+        )
         if tasks_mode:
             self._task_for_held(flow, server, request.headers, version)
         if early:
@@ -1158,13 +1160,3 @@ class _ClientWriter:
 def _peek_body(request: web.Request) -> bytes | None:
     body = request.get("body")
     return body if isinstance(body, bytes) else None
-
-
-def _hung_up(request: web.Request) -> Callable[[], bool]:
-    """Whether the client has closed the connection this request came on (a waiting held call is then withdrawn)."""
-
-    def gone() -> bool:
-        transport = request.transport
-        return transport is None or transport.is_closing()
-
-    return gone

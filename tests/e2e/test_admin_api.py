@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -21,7 +20,7 @@ import pytest
 
 from portcullis.store import console_sessions
 from portcullis.store.db import make_engine
-from tests.support.gateway import RunningGateway, start_gateway, write_config
+from tests.support.gateway import RunningGateway, demo_stdio, start_gateway, write_config
 from tests.support.oidc import OidcProvider
 from tests.support.raw import McpSession
 from tests.support.records import load_records
@@ -51,7 +50,7 @@ def gateway(op: OidcProvider, tmp_path_factory: pytest.TempPathFactory) -> Itera
     (tmp / "policy.yaml").write_text(POLICY)
     path, store = write_config(
         tmp,
-        {"demo": {"command": [sys.executable, "-m", "portcullis.demo.server"]}},
+        {"demo": demo_stdio()},
         auth={"mode": "oidc", "issuers": [{"issuer": op.issuer}], "api_key_refresh": 60},
         policy={"file": str(tmp / "policy.yaml")},
         admin={"auditor_groups": ["auditors"], "admin_groups": ["eng"]},

@@ -7,7 +7,6 @@ stream) is exercised by the console's browser tests instead.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
 
 from portcullis.admin.api import OPERATIONS
-from tests.support.gateway import RunningGateway, start_gateway, write_config
+from tests.support.gateway import RunningGateway, demo_stdio, start_gateway, write_config
 from tests.support.oidc import OidcProvider
 
 pytestmark = [pytest.mark.e2e, pytest.mark.node]
@@ -39,7 +38,7 @@ def gateway(op: OidcProvider, tmp_path_factory: pytest.TempPathFactory) -> Itera
     (tmp / "policy.yaml").write_text(POLICY)
     path, store = write_config(
         tmp,
-        {"demo": {"command": [sys.executable, "-m", "portcullis.demo.server"]}},
+        {"demo": demo_stdio()},
         auth={"mode": "oidc", "issuers": [{"issuer": op.issuer}]},
         policy={"file": str(tmp / "policy.yaml")},
         admin={"auditor_groups": ["auditors"], "admin_groups": ["eng"]},

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import sys
 import threading
 from collections.abc import AsyncIterator, Iterator
 from html.parser import HTMLParser
@@ -24,7 +23,7 @@ from playwright.async_api import Browser, BrowserContext, Page, expect
 
 from portcullis.tasks import spawn
 from tests.support.browser import chromium, screenshot_path
-from tests.support.gateway import REPO_ROOT, RunningGateway, start_gateway, write_config
+from tests.support.gateway import REPO_ROOT, RunningGateway, demo_stdio, start_gateway, write_config
 from tests.support.oidc import OidcProvider
 from tests.support.raw import McpSession
 from tests.support.records import load_records
@@ -55,7 +54,7 @@ def gateway(op: OidcProvider, tmp_path_factory: pytest.TempPathFactory) -> Itera
     (tmp / "policy.yaml").write_text(POLICY)
     path, store = write_config(
         tmp,
-        {"demo": {"command": [sys.executable, "-m", "portcullis.demo.server"]}},
+        {"demo": demo_stdio()},
         auth={"mode": "oidc", "issuers": [{"issuer": op.issuer}]},
         policy={"file": str(tmp / "policy.yaml")},
         approvals={"wait": 60},

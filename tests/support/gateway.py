@@ -59,3 +59,8 @@ def running_gateway(tmp: Path, servers: Mapping[str, Any], **extra: Any) -> Iter
 
 def everything_stdio() -> dict[str, Any]:
     return {"command": ["node", str(EVERYTHING_JS), "stdio"]}
+
+
+def demo_stdio() -> dict[str, Any]:
+    """The bundled demo server (echo, query_customers with PII, drop_table, …) as a stdio upstream."""
+    return {"command": [sys.executable, "-m", "portcullis.demo.server"]}

@@ -15,7 +15,7 @@ from sqlalchemy import Engine
 
 from portcullis.admin import schemas as S
 from portcullis.admin.api import OPERATIONS
-from portcullis.admin.http import CSP, ApiError, admin_middleware
+from portcullis.admin.http import CSP, ApiError, add_unrouted, shaped
 from portcullis.admin.openapi import document
 from portcullis.admin.permissions import effective_permissions, named_items
 from portcullis.audit.search import parse_when
@@ -116,7 +116,7 @@ def test_an_impossible_date_is_refused_with_what_was_expected() -> None:
 
 
 @pytest.fixture
-async def shaped() -> AsyncIterator[tuple[aiohttp.ClientSession, str]]:
+async def shaped_app() -> AsyncIterator[tuple[aiohttp.ClientSession, str, list[tuple[str, int]]]]:
     async def boom(_request: web.Request) -> web.Response:
         raise RuntimeError("secret-detail-that-must-not-leak")
 
@@ -127,18 +127,27 @@ async def shaped() -> AsyncIterator[tuple[aiohttp.ClientSession, str]]:
         await request.read()  # over client_max_size: aiohttp's 413, given the one shape by the middleware
         return web.json_response({"ok": True})
 
-    app = web.Application(middlewares=[admin_middleware], client_max_size=64)
-    app.router.add_get("/admin/api/boom", boom)
-    app.router.add_get("/admin/api/refuse", refuse)
-    app.router.add_post("/admin/api/ok", ok)
+    unrouted: list[tuple[str, int]] = []
+
+    async def recorder(request: web.Request, status: int) -> bool:
+        unrouted.append((request.method, status))
+        return True
+
+    api = web.Application(client_max_size=64)  # as server/app.py mounts it
+    api.router.add_get("/boom", shaped(boom))
+    api.router.add_get("/refuse", shaped(refuse))
+    api.router.add_post("/ok", shaped(ok))
+    add_unrouted(api, recorder)
+    app = web.Application(client_max_size=64)
     app.router.add_get("/elsewhere", ok)
+    app.add_subapp("/admin/api", api)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     async with aiohttp.ClientSession() as http:
-        yield http, f"http://127.0.0.1:{port}"
+        yield http, f"http://127.0.0.1:{port}", unrouted
     await runner.cleanup()
 
 
@@ -148,14 +157,15 @@ async def _get(http: aiohttp.ClientSession, url: str, method: str = "GET", **kw:
 
 
 async def test_every_refusal_under_the_admin_api_has_the_one_shape_and_the_security_headers(
-    shaped: tuple[aiohttp.ClientSession, str],
+    shaped_app: tuple[aiohttp.ClientSession, str, list[tuple[str, int]]],
 ) -> None:
-    http, base = shaped
+    http, base, unrouted = shaped_app
     status, body, headers = await _get(http, base + "/admin/api/nope")
     assert (status, body) == (404, {"error": "not_found", "message": "no such route"})
     assert headers["Content-Security-Policy"] == CSP and headers["Cache-Control"] == "no-store"
     status, body, headers = await _get(http, base + "/admin/api/ok")
     assert (status, body["error"]) == (405, "method_not_allowed") and headers["Allow"] == "POST"
+    assert unrouted == [("GET", 404), ("GET", 405)]  # both recorded
     status, body, _ = await _get(http, base + "/admin/api/ok", "POST", data=b"x" * 1000)
     assert (status, body["error"]) == (413, "payload_too_large")
     status, body, _ = await _get(http, base + "/admin/api/refuse")
